@@ -1,0 +1,68 @@
+"""Generate images from seeds with a StyleGAN2/3 generator.
+
+python scripts/generate.py network=stylegan3-r-ffhq-1024x1024 seeds=0-7 truncation_psi=0.7
+python scripts/generate.py network=random seeds=0-3 grid=false out=out/faces
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import stylegan3  # noqa: E402
+from stylegan3.bench import build_plan  # noqa: E402
+from stylegan3.config import parse_cli, save_config  # noqa: E402
+from stylegan3.sampling import generate, make_grid, parse_seeds  # noqa: E402
+
+
+@dataclass
+class GenerateConfig:
+    network: str = "random"  # .pkl, our weights folder, a known name, or "random" (untrained, for trying things out)
+    seeds: str = "0-7"  # seeds, e.g. "0-7" or "1,5,9"
+    truncation_psi: float = 0.7  # 1 = no truncation
+    truncation_cutoff: int | None = None  # truncate only the first N ws (None = all)
+    noise_mode: str = "const"  # StyleGAN2 noise: random, const or none
+    grid: bool = True  # one grid image (grid.png) instead of one file per seed
+    out: str = "out/generate"  # output folder
+    device: str = "cpu"  # cpu, cuda, cuda:1, mps
+    batch_size: int = 4  # images per forward pass
+    random_plan: str = "t"  # layer plan of network=random: t, r or sg2
+    random_resolution: int = 128  # resolution of network=random
+
+
+def load_generator(cfg: GenerateConfig) -> torch.nn.Module:
+    if cfg.network != "random":
+        return stylegan3.load(cfg.network, device=cfg.device)
+    print(
+        f"network=random: an UNTRAINED {cfg.random_plan.upper()} generator at {cfg.random_resolution} px with "
+        "random weights (images are noise patterns, not faces); pass network=PATH_OR_NAME for real weights"
+    )
+    torch.manual_seed(0)
+    return build_plan(cfg.random_plan, cfg.random_resolution, w_dim=512).to(cfg.device)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    cfg = parse_cli(GenerateConfig, argv, __doc__)
+    G = load_generator(cfg)
+    seeds = parse_seeds(cfg.seeds)
+    images = generate(G, seeds, cfg.truncation_psi, cfg.truncation_cutoff, cfg.noise_mode, cfg.batch_size)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    if cfg.grid:
+        Image.fromarray(make_grid(images)).save(out / "grid.png")
+    else:
+        for seed, img in zip(seeds, images):
+            Image.fromarray(img).save(out / f"seed{seed:04d}.png")
+    print(f"wrote {len(seeds)} images ({G.img_resolution} px) to {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""StyleGAN2 / StyleGAN3 generators in pure PyTorch, loading NVIDIA's pickles without running them."""
+
+from .io import KNOWN_MODELS, WeightsNotFoundError, build, cache_dir, load, save
+from .legacy import UnsafePickleError
+from .networks_stylegan2 import Generator as StyleGAN2Generator
+from .networks_stylegan3 import Generator as StyleGAN3Generator
+
+__all__ = [
+    "KNOWN_MODELS",
+    "StyleGAN2Generator",
+    "StyleGAN3Generator",
+    "UnsafePickleError",
+    "WeightsNotFoundError",
+    "build",
+    "cache_dir",
+    "load",
+    "save",
+]

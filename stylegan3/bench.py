@@ -1,0 +1,29 @@
+"""Layer plans of NVIDIA's released networks, with random weights, for benchmarks and tests."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .io import build
+
+# Settings of the FFHQ configs in NVIDIA's training script (R doubles T's channel base and max).
+PLANS: dict[str, tuple[str, dict]] = {
+    "t": ("stylegan3", {"channel_base": 32768, "channel_max": 512}),
+    "r": ("stylegan3", {"channel_base": 65536, "channel_max": 1024, "conv_kernel": 1, "use_radial_filters": True}),
+    "sg2": ("stylegan2", {"channel_base": 32768, "channel_max": 512, "conv_clamp": 256}),
+}
+
+
+def build_plan(config: str, resolution: int, w_dim: int = 512) -> nn.Module:
+    """A randomly initialised generator with the layer plan of ``config`` ("t", "r", "sg2").
+
+    At 256 px the StyleGAN3 plans use half the channel base, as NVIDIA's 256 px models do.
+    """
+    architecture, settings = PLANS[config]
+    settings = dict(settings)
+    if architecture == "stylegan3" and resolution <= 256:
+        settings["channel_base"] //= 2
+    kwargs = {"z_dim": w_dim, "c_dim": 0, "w_dim": w_dim, "img_resolution": resolution, "img_channels": 3, **settings}
+    G = build(architecture, kwargs)
+    G.init_kwargs = kwargs
+    return G.eval().requires_grad_(False)

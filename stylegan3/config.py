@@ -1,0 +1,121 @@
+"""Typed script configs: dataclass defaults <- YAML file <- ``key=value`` overrides.
+
+Unknown keys and values of the wrong type are errors, and the resolved config is written next to
+every output, so a run can be repeated from its folder alone. Nested dataclasses take dotted keys
+(``loss.lpips=0``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config key that does not exist or a value of the wrong type."""
+
+
+def _check(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(hint):
+            try:
+                return _check(value, option, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{key}: {value!r} does not fit {hint}")
+    if hint is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{key}: expected null, got {value!r}")
+    if hint is Any:
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)[:1] or (Any,)
+        return [_check(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # e.g. seeds=7
+    if isinstance(hint, type) and not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+    return value
+
+
+def _apply(obj: Any, key: str, value: Any, prefix: str = "") -> None:
+    head, _, rest = key.partition(".")
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    if head not in fields:
+        raise ConfigError(f"unknown config key '{prefix}{head}'; valid keys: {', '.join(sorted(fields))}")
+    hints = typing.get_type_hints(type(obj))
+    current = getattr(obj, head)
+    if dataclasses.is_dataclass(current):
+        if rest:
+            _apply(current, rest, value, f"{prefix}{head}.")
+            return
+        if not isinstance(value, dict):
+            raise ConfigError(f"{prefix}{head}: expected a mapping")
+        for k, v in value.items():
+            _apply(current, str(k), v, f"{prefix}{head}.")
+        return
+    if rest:
+        raise ConfigError(f"'{prefix}{head}' has no sub-keys")
+    setattr(obj, head, _check(value, hints[head], prefix + head))
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """Build ``cls()`` then apply the YAML file at ``path`` and ``key=value`` overrides in order."""
+    cfg = cls()
+    if path is not None:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        for key, value in data.items():
+            _apply(cfg, str(key), value)
+    for item in overrides or []:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        _apply(cfg, key.strip(), yaml.safe_load(text) if text.strip() else "")
+    return cfg
+
+
+def parse_cli(cls: type[T], argv: list[str] | None, description: str = "") -> T:
+    """``[--config FILE] [key=value ...]``; ``--help`` lists every key with its default."""
+    import argparse
+    import sys
+
+    defaults = cls()
+    lines = [f"  {f.name} = {getattr(defaults, f.name)!r}" for f in dataclasses.fields(cls)]
+    parser = argparse.ArgumentParser(
+        description=description,
+        epilog="config keys (defaults):\n" + "\n".join(lines),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", type=Path, help="YAML file with config values")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, applied after --config")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return load_config(cls, args.config, args.overrides)
+    except (ConfigError, OSError, yaml.YAMLError) as err:
+        parser.error(str(err))
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))

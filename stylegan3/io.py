@@ -1,0 +1,189 @@
+"""Load and save generators: NVIDIA pickles, our safetensors + JSON format, known model names."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from . import legacy, networks_stylegan2, networks_stylegan3
+
+FORMAT = "landmark-reenact/stylegan"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "generator.safetensors"
+CONFIG_FILE = "generator.json"
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "stylegan3": networks_stylegan3.Generator,
+    "stylegan2": networks_stylegan2.Generator,
+}
+
+_NGC = "https://api.ngc.nvidia.com/v2/models/nvidia/research"
+KNOWN_MODELS: dict[str, str] = {
+    "stylegan3-r-ffhq-1024x1024": f"{_NGC}/stylegan3/versions/1/files/stylegan3-r-ffhq-1024x1024.pkl",
+    "stylegan3-t-ffhq-1024x1024": f"{_NGC}/stylegan3/versions/1/files/stylegan3-t-ffhq-1024x1024.pkl",
+    "stylegan3-r-ffhqu-1024x1024": f"{_NGC}/stylegan3/versions/1/files/stylegan3-r-ffhqu-1024x1024.pkl",
+    "stylegan3-t-ffhqu-1024x1024": f"{_NGC}/stylegan3/versions/1/files/stylegan3-t-ffhqu-1024x1024.pkl",
+    "stylegan3-r-ffhqu-256x256": f"{_NGC}/stylegan3/versions/1/files/stylegan3-r-ffhqu-256x256.pkl",
+    "stylegan3-t-ffhqu-256x256": f"{_NGC}/stylegan3/versions/1/files/stylegan3-t-ffhqu-256x256.pkl",
+    "stylegan2-ffhq-1024x1024": f"{_NGC}/stylegan2/versions/1/files/stylegan2-ffhq-1024x1024.pkl",
+    "stylegan2-ada-ffhq-1024x1024": "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl",
+}
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """A weights file is missing and could not be fetched; the message says where to put it."""
+
+
+def cache_dir() -> Path:
+    """Where downloaded weights live: ``$REENACT_CACHE`` or ``~/.cache/landmark-reenact``."""
+    return Path(os.environ.get("REENACT_CACHE", Path.home() / ".cache" / "landmark-reenact"))
+
+
+def resolve_known_model(name: str, download: bool | None = None) -> Path:
+    """Path of a known model's pickle in the cache, downloading it once if allowed.
+
+    Downloads are skipped when ``download`` is False or ``$REENACT_OFFLINE`` is set.
+    """
+    name = name.removesuffix(".pkl")
+    url = KNOWN_MODELS[name]
+    target = cache_dir() / "stylegan" / f"{name}.pkl"
+    if target.is_file():
+        return target
+    if download is None:
+        download = not os.environ.get("REENACT_OFFLINE")
+    reason = "downloads are disabled (REENACT_OFFLINE is set)"
+    if download:
+        try:
+            _download(url, target)
+            return target
+        except (urllib.error.URLError, OSError, TimeoutError) as err:
+            reason = f"download failed: {err}"
+    raise WeightsNotFoundError(
+        f"StyleGAN weights '{name}' not found ({reason}). Fetch {url} and save it as {target} "
+        "(or set REENACT_CACHE, or pass the .pkl path directly)."
+    )
+
+
+def _download(url: str, target: Path, timeout: float = 30.0) -> None:
+    """Download to a temporary file beside ``target`` and rename, so a killed download leaves nothing."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (fixed https URLs)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                shutil.copyfileobj(response, f, length=1 << 20)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def build(architecture: str, init_kwargs: dict) -> nn.Module:
+    """Construct a generator of ``architecture`` ("stylegan3" or "stylegan2") from its kwargs."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; expected one of {sorted(ARCHITECTURES)}")
+    try:
+        return ARCHITECTURES[architecture](**init_kwargs)
+    except TypeError as err:
+        raise ValueError(f"unsupported {architecture} settings {init_kwargs}: {err}") from err
+
+
+def _load_state_strict(G: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy ``state`` into ``G`` key by key; missing, extra or mis-shaped entries are errors."""
+    own = G.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    if missing or extra:
+        raise ValueError(f"{source}: weights do not match the network (missing {missing[:5]}, unexpected {extra[:5]})")
+    for key, value in state.items():
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise ValueError(f"{source}: {key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}")
+    G.load_state_dict(state, strict=True)
+
+
+def load_network_pickle(path: str | os.PathLike, key: str = "G_ema") -> nn.Module:
+    """Load ``key`` of an NVIDIA pickle (stylegan3 or stylegan2-ada-pytorch) without running its code."""
+    try:
+        data = legacy.read_pickle(path)
+    except legacy.UnsafePickleError as err:
+        raise legacy.UnsafePickleError(f"{path}: {err}") from None
+    record = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(record, legacy.PersistentRecord):
+        raise ValueError(f"{path}: no network under '{key}' (keys: {sorted(data) if isinstance(data, dict) else '?'})")
+    if record.class_name != "Generator":
+        raise ValueError(f"{path}: '{key}' is a {record.class_name}, not a Generator")
+    kwargs = legacy.record_init_kwargs(record)
+    kwargs.update(kwargs.pop("synthesis_kwargs", None) or {})  # stylegan2-ada-pytorch nests these
+    synthesis = record.state["_modules"]["synthesis"].state["_modules"]
+    architecture = "stylegan3" if "input" in synthesis else "stylegan2"
+    G = build(architecture, kwargs)
+    _load_state_strict(G, legacy.record_state_dict(record), str(path))
+    G.init_kwargs = kwargs
+    return G
+
+
+def save(G: nn.Module, directory: str | os.PathLike) -> Path:
+    """Write ``generator.safetensors`` + ``generator.json`` into ``directory`` (atomically)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": G.architecture,
+        "init_kwargs": G.init_kwargs,
+    }
+    state = {k: v.detach().to("cpu").contiguous() for k, v in G.state_dict().items()}
+    tmp = directory / (WEIGHTS_FILE + ".tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, directory / WEIGHTS_FILE)
+    tmp = directory / (CONFIG_FILE + ".tmp")
+    tmp.write_text(json.dumps(config, indent=2) + "\n")
+    os.replace(tmp, directory / CONFIG_FILE)
+    return directory
+
+
+def load_safetensors(path: str | os.PathLike) -> nn.Module:
+    """Load our format from its directory (or either of its two files)."""
+    path = Path(path)
+    directory = path if path.is_dir() else path.parent
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    for p in (config_path, weights_path):
+        if not p.is_file():
+            raise WeightsNotFoundError(f"{p} not found: a generator folder holds {CONFIG_FILE} and {WEIGHTS_FILE}")
+    config = json.loads(config_path.read_text())
+    if config.get("format") != FORMAT:
+        raise ValueError(f"{config_path}: not a generator config (format {config.get('format')!r})")
+    G = build(config["architecture"], config["init_kwargs"])
+    _load_state_strict(G, load_file(str(weights_path)), str(weights_path))
+    G.init_kwargs = config["init_kwargs"]
+    return G
+
+
+def load(source: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """The generator (``G_ema``) from a pickle, a folder of ours, or a known model name; eval mode.
+
+    Known names: see ``KNOWN_MODELS`` (downloaded once into ``cache_dir()``).
+    """
+    text = os.fspath(source)
+    path = Path(text)
+    if path.is_dir() or path.suffix in (".json", ".safetensors"):
+        G = load_safetensors(path)
+    elif path.is_file():
+        G = load_network_pickle(path)
+    elif text.removesuffix(".pkl") in KNOWN_MODELS:
+        G = load_network_pickle(resolve_known_model(text))
+    else:
+        raise WeightsNotFoundError(
+            f"generator '{text}' not found: give a .pkl file, a folder with {CONFIG_FILE}, "
+            f"or a known model name ({', '.join(sorted(KNOWN_MODELS))})"
+        )
+    return G.to(device).eval().requires_grad_(False)

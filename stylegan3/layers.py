@@ -1,0 +1,151 @@
+"""Layers shared by the StyleGAN2 and StyleGAN3 generators: fully connected layer and mapping."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .ops import bias_act, normalize_2nd_moment
+
+
+class FullyConnectedLayer(nn.Module):
+    """Linear layer with equalized learning rate: weights stored as N(0, 1) / lr_multiplier."""
+
+    def __init__(
+        self,
+        in_features: int,  # input width
+        out_features: int,  # output width
+        activation: str = "linear",  # "linear" or "lrelu"
+        bias: bool = True,  # learn a bias
+        lr_multiplier: float = 1.0,  # learning-rate multiplier (scales the stored values)
+        weight_init: float = 1.0,  # std of the initial weight
+        bias_init: float | list[float] = 0.0,  # initial bias, scalar or per output
+    ) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.activation = activation
+        self.weight = nn.Parameter(torch.randn([out_features, in_features]) * (weight_init / lr_multiplier))
+        init = np.broadcast_to(np.asarray(bias_init, dtype=np.float32), [out_features])
+        self.bias = nn.Parameter(torch.from_numpy(init / lr_multiplier)) if bias else None
+        self.weight_gain = lr_multiplier / np.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [N, in_features] -> [N, out_features]."""
+        w = self.weight.to(x.dtype) * self.weight_gain
+        b = self.bias
+        if b is not None:
+            b = b.to(x.dtype)
+            if self.bias_gain != 1:
+                b = b * self.bias_gain
+        if self.activation == "linear" and b is not None:
+            return torch.addmm(b.unsqueeze(0), x, w.t())
+        x = x.matmul(w.t())
+        return bias_act(x, b, act=self.activation, gain=np.sqrt(2) if self.activation == "lrelu" else 1.0)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
+
+
+class MappingNetwork(nn.Module):
+    """z (and optional class label c) -> w, broadcast to [N, num_ws, w_dim], with truncation."""
+
+    def __init__(
+        self,
+        z_dim: int,  # input latent width, 0 = none
+        c_dim: int,  # conditioning label width, 0 = none
+        w_dim: int,  # intermediate latent width
+        num_ws: int,  # number of w vectors to broadcast to
+        num_layers: int = 2,  # number of fully connected layers
+        embed_features: int | None = None,  # label embedding width (default w_dim)
+        layer_features: int | None = None,  # hidden width (default w_dim)
+        activation: str = "lrelu",  # activation of the layers
+        lr_multiplier: float = 0.01,  # learning-rate multiplier of the layers
+        w_avg_beta: float = 0.998,  # decay of the tracked mean of w during training
+    ) -> None:
+        super().__init__()
+        self.z_dim, self.c_dim, self.w_dim, self.num_ws = z_dim, c_dim, w_dim, num_ws
+        self.num_layers = num_layers
+        self.w_avg_beta = w_avg_beta
+        embed_features = (w_dim if embed_features is None else embed_features) if c_dim > 0 else 0
+        layer_features = w_dim if layer_features is None else layer_features
+        if c_dim > 0:
+            self.embed = FullyConnectedLayer(c_dim, embed_features)
+        features = [z_dim + embed_features] + [layer_features] * (num_layers - 1) + [w_dim]
+        for idx in range(num_layers):
+            layer = FullyConnectedLayer(features[idx], features[idx + 1], activation, lr_multiplier=lr_multiplier)
+            setattr(self, f"fc{idx}", layer)
+        self.register_buffer("w_avg", torch.zeros([w_dim]))
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor | None,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        update_emas: bool = False,
+    ) -> torch.Tensor:
+        """z: [N, z_dim], c: [N, c_dim] or None -> ws: [N, num_ws, w_dim] float32.
+
+        Truncation moves the first ``truncation_cutoff`` rows (all when None) towards ``w_avg``.
+        """
+        parts = []
+        if self.z_dim > 0:
+            parts.append(normalize_2nd_moment(z.to(torch.float32)))
+        if self.c_dim > 0:
+            parts.append(normalize_2nd_moment(self.embed(c.to(torch.float32))))
+        x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        for idx in range(self.num_layers):
+            x = getattr(self, f"fc{idx}")(x)
+        if update_emas:
+            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
+        if truncation_psi != 1:
+            if truncation_cutoff is None:
+                x = self.w_avg.lerp(x, truncation_psi)
+            else:
+                x[:, :truncation_cutoff] = self.w_avg.lerp(x[:, :truncation_cutoff], truncation_psi)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"z_dim={self.z_dim}, c_dim={self.c_dim}, w_dim={self.w_dim}, num_ws={self.num_ws}"
+
+
+class GeneratorMixin:
+    """Conveniences shared by the StyleGAN2 and StyleGAN3 generators."""
+
+    def mean_w(self, n: int = 10000, seed: int = 123, batch_size: int = 1000) -> torch.Tensor:
+        """Mean of ``mapping(z)`` over ``n`` z from ``np.random.RandomState(seed)``, no truncation.
+
+        Returns [num_ws, w_dim] float32 on the generator's device (all rows equal). The z are drawn
+        on the CPU so that a seed means the same latent on every device. Cached per network until
+        its mapping weights change.
+        """
+        params = list(self.mapping.parameters())
+        key = (n, seed, tuple((p.data_ptr(), p._version) for p in params))
+        cache = self.__dict__.setdefault("_mean_w_cache", {})
+        if key not in cache:
+            device = self.mapping.w_avg.device
+            z = np.random.RandomState(seed).randn(n, self.z_dim).astype(np.float32)
+            total = torch.zeros([self.num_ws, self.w_dim], dtype=torch.float64, device=device)
+            with torch.no_grad():
+                for start in range(0, n, batch_size):
+                    zb = torch.from_numpy(z[start : start + batch_size]).to(device)
+                    total += self.mapping(zb, None).to(torch.float64).sum(dim=0)
+            cache.clear()
+            cache[key] = (total / n).to(torch.float32)
+        return cache[key].clone()
+
+    def set_impl(self, impl: str) -> None:
+        """Select the ops of every layer: "fast" (default) or "reference"."""
+        if impl not in ("fast", "reference"):
+            raise ValueError(f"impl must be 'fast' or 'reference', not {impl!r}")
+        for module in self.modules():
+            if hasattr(module, "impl"):
+                module.impl = impl
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each synthesis layer (block) in backward instead of storing its activations."""
+        self.synthesis.gradient_checkpointing = enabled

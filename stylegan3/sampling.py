@@ -1,0 +1,60 @@
+"""Seeds to latents to images, and image grids."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def parse_seeds(text: str | int) -> list[int]:
+    """``"0-3,10"`` -> [0, 1, 2, 3, 10]; seeds are non-negative integers."""
+    seeds: list[int] = []
+    for part in str(text).split(","):
+        lo, sep, hi = part.strip().partition("-")
+        if not lo.isdigit() or (sep and not hi.isdigit()):
+            raise ValueError(f"bad seed list {text!r}: use non-negative integers and ranges like 0-7,12")
+        seeds.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+    return seeds
+
+
+def z_from_seeds(seeds: list[int], z_dim: int) -> torch.Tensor:
+    """One z per seed from ``np.random.RandomState(seed)``, drawn on the CPU: [N, z_dim] float32."""
+    return torch.from_numpy(np.stack([np.random.RandomState(s).randn(z_dim) for s in seeds]).astype(np.float32))
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """[N, 3, H, W] float in [-1, 1] -> [N, H, W, 3] uint8."""
+    img = (img.detach().to(torch.float32) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    return img.permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def generate(
+    G: nn.Module,
+    seeds: list[int],
+    truncation_psi: float = 1.0,
+    truncation_cutoff: int | None = None,
+    noise_mode: str = "const",
+    batch_size: int = 4,
+) -> np.ndarray:
+    """Images for ``seeds``: [N, H, W, 3] uint8."""
+    device = next(G.parameters()).device
+    z = z_from_seeds(seeds, G.z_dim)
+    out = []
+    for start in range(0, len(seeds), batch_size):
+        ws = G.mapping(z[start : start + batch_size].to(device), None, truncation_psi, truncation_cutoff)
+        out.append(to_uint8(G.synthesis(ws, noise_mode=noise_mode)))
+    return np.concatenate(out)
+
+
+def make_grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
+    """[N, H, W, 3] -> one [rows*H, columns*W, 3] image (unused cells black)."""
+    n, h, w, c = images.shape
+    columns = columns or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / columns))
+    grid = np.zeros([rows * h, columns * w, c], dtype=images.dtype)
+    for i, img in enumerate(images):
+        r, col = divmod(i, columns)
+        grid[r * h : (r + 1) * h, col * w : (col + 1) * w] = img
+    return grid
