@@ -116,3 +116,22 @@ def test_filter_design_reproduces_nvidia_filters(name: str) -> None:
                 assert ours is None
             else:
                 np.testing.assert_allclose(ours.numpy(), stored.numpy(), rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("case", CASES[:3], ids=[f"{c[0]}-{c[1]}-up{c[2]}-down{c[3]}" for c in CASES[:3]])
+def test_explicit_zero_strategy_matches_reference(case, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA formulation of transposed convolutions, run on the CPU, gives the same numbers."""
+    monkeypatch.setattr(ops, "EXPLICIT_ZEROS_DEVICES", {"cpu", "cuda"})
+    fu, fd, up, down, padding = case
+    x = torch.randn(2, 3, 24, 26, requires_grad=True)
+    args = (FILTERS[fu], FILTERS[fd], None, up, down, padding)
+    ref = ops.filtered_lrelu_ref(x, *args, clamp=0.5)
+    fast = ops.filtered_lrelu(x, *args, clamp=0.5)
+    torch.testing.assert_close(fast, ref, rtol=0, atol=1e-5 * ref.abs().max().item())
+    g = torch.randn_like(ref)
+    (ref_grad,) = torch.autograd.grad(ref, [x], g)
+    (fast_grad,) = torch.autograd.grad(fast, [x], g)
+    torch.testing.assert_close(fast_grad, ref_grad, rtol=0, atol=1e-5 * ref_grad.abs().max().item())
+    up_ref = ops.upfirdn2d_ref(x, FILTERS["odd5"], up=4, padding=[-2, -5, 3, -1], gain=16)
+    up_fast = ops.upfirdn2d(x, FILTERS["odd5"], up=4, padding=[-2, -5, 3, -1], gain=16)
+    torch.testing.assert_close(up_fast, up_ref, rtol=0, atol=1e-5 * up_ref.abs().max().item())
