@@ -24,6 +24,4 @@ def build_plan(config: str, resolution: int, w_dim: int = 512) -> nn.Module:
     if architecture == "stylegan3" and resolution <= 256:
         settings["channel_base"] //= 2
     kwargs = {"z_dim": w_dim, "c_dim": 0, "w_dim": w_dim, "img_resolution": resolution, "img_channels": 3, **settings}
-    G = build(architecture, kwargs)
-    G.init_kwargs = kwargs
-    return G.eval().requires_grad_(False)
+    return build(architecture, kwargs).eval().requires_grad_(False)

@@ -127,7 +127,6 @@ def load_network_pickle(path: str | os.PathLike, key: str = "G_ema") -> nn.Modul
     architecture = "stylegan3" if "input" in synthesis else "stylegan2"
     G = build(architecture, kwargs)
     _load_state_strict(G, legacy.record_state_dict(record), str(path))
-    G.init_kwargs = kwargs
     return G
 
 
@@ -164,7 +163,6 @@ def load_safetensors(path: str | os.PathLike) -> nn.Module:
         raise ValueError(f"{config_path}: not a generator config (format {config.get('format')!r})")
     G = build(config["architecture"], config["init_kwargs"])
     _load_state_strict(G, load_file(str(weights_path)), str(weights_path))
-    G.init_kwargs = config["init_kwargs"]
     return G
 
 

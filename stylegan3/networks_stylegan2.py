@@ -326,6 +326,15 @@ class Generator(GeneratorMixin, nn.Module):
         **synthesis_kwargs,  # SynthesisNetwork arguments
     ) -> None:
         super().__init__()
+        self.init_kwargs = {  # what rebuilds this network: saved with its weights
+            "z_dim": z_dim,
+            "c_dim": c_dim,
+            "w_dim": w_dim,
+            "img_resolution": img_resolution,
+            "img_channels": img_channels,
+            "mapping_kwargs": dict(mapping_kwargs or {}),
+            **synthesis_kwargs,
+        }
         self.z_dim = z_dim
         self.c_dim = c_dim
         self.w_dim = w_dim

@@ -208,3 +208,15 @@ def test_known_name_downloads_once_then_uses_the_cache(cache: Path, monkeypatch:
     G2 = stylegan3.load("stylegan3-t-ffhq-1024x1024.pkl")
     assert len(calls) == 1
     assert G.num_ws == G2.num_ws
+
+
+def test_directly_built_network_round_trips(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    G = stylegan3.StyleGAN3Generator(
+        z_dim=16, c_dim=0, w_dim=16, img_resolution=32, img_channels=3, channel_base=256, channel_max=16
+    ).eval()
+    stylegan3.save(G, tmp_path / "net")
+    G2 = stylegan3.load(tmp_path / "net")
+    ws = torch.randn(1, G.num_ws, 16)
+    with torch.no_grad():
+        assert torch.equal(G.synthesis(ws), G2.synthesis(ws))
