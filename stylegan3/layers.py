@@ -114,7 +114,44 @@ class MappingNetwork(nn.Module):
 
 
 class GeneratorMixin:
-    """Conveniences shared by the StyleGAN2 and StyleGAN3 generators."""
+    """What the StyleGAN2 and StyleGAN3 generators share besides their synthesis networks."""
+
+    def _store_init_args(
+        self,
+        z_dim: int,
+        c_dim: int,
+        w_dim: int,
+        img_resolution: int,
+        img_channels: int,
+        mapping_kwargs: dict | None,
+        synthesis_kwargs: dict,
+    ) -> None:
+        self.init_kwargs = {  # what rebuilds this network: saved with its weights
+            "z_dim": z_dim,
+            "c_dim": c_dim,
+            "w_dim": w_dim,
+            "img_resolution": img_resolution,
+            "img_channels": img_channels,
+            "mapping_kwargs": dict(mapping_kwargs or {}),
+            **synthesis_kwargs,
+        }
+        self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
+        self.img_resolution, self.img_channels = img_resolution, img_channels
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor | None,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        update_emas: bool = False,
+        **synthesis_kwargs,
+    ) -> torch.Tensor:
+        """z: [N, z_dim] -> image [N, img_channels, res, res]."""
+        ws = self.mapping(
+            z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas
+        )
+        return self.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
 
     def mean_w(self, n: int = 10000, seed: int = 123, batch_size: int = 1000) -> torch.Tensor:
         """Mean of ``mapping(z)`` over ``n`` z from ``np.random.RandomState(seed)``, no truncation.

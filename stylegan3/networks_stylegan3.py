@@ -355,20 +355,7 @@ class Generator(GeneratorMixin, nn.Module):
         **synthesis_kwargs,  # SynthesisNetwork arguments
     ) -> None:
         super().__init__()
-        self.init_kwargs = {  # what rebuilds this network: saved with its weights
-            "z_dim": z_dim,
-            "c_dim": c_dim,
-            "w_dim": w_dim,
-            "img_resolution": img_resolution,
-            "img_channels": img_channels,
-            "mapping_kwargs": dict(mapping_kwargs or {}),
-            **synthesis_kwargs,
-        }
-        self.z_dim = z_dim
-        self.c_dim = c_dim
-        self.w_dim = w_dim
-        self.img_resolution = img_resolution
-        self.img_channels = img_channels
+        self._store_init_args(z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs, synthesis_kwargs)
         self.synthesis = SynthesisNetwork(
             w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels, **synthesis_kwargs
         )
@@ -376,18 +363,3 @@ class Generator(GeneratorMixin, nn.Module):
         self.mapping = MappingNetwork(
             z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **(mapping_kwargs or {})
         )
-
-    def forward(
-        self,
-        z: torch.Tensor,
-        c: torch.Tensor | None,
-        truncation_psi: float = 1.0,
-        truncation_cutoff: int | None = None,
-        update_emas: bool = False,
-        **synthesis_kwargs,
-    ) -> torch.Tensor:
-        """z: [N, z_dim] -> image [N, img_channels, res, res]."""
-        ws = self.mapping(
-            z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas
-        )
-        return self.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
