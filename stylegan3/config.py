@@ -25,12 +25,11 @@ class ConfigError(ValueError):
 def _check(value: Any, hint: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        errors = []
         for option in typing.get_args(hint):
             try:
                 return _check(value, option, key)
-            except ConfigError as err:
-                errors.append(str(err))
+            except ConfigError:
+                continue
         raise ConfigError(f"{key}: {value!r} does not fit {hint}")
     if hint is type(None):
         if value is None:

@@ -7,7 +7,6 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 import stylegan3
 
@@ -29,10 +28,3 @@ def fixture_arrays(name: str) -> dict[str, np.ndarray]:
 
 def load_fixture(name: str):
     return stylegan3.load(FIXTURES / f"{name}.pkl")
-
-
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.fail(f"shared data not found at {SHARED}")
-    return SHARED
