@@ -17,4 +17,5 @@ setup(
     packages=find_packages(include=["stylegan3*", "inversion*", "reenactment*"]),
     python_requires=">=3.10",
     install_requires=requirements,
+    extras_require={"mediapipe": ["mediapipe==0.10.21"]},
 )

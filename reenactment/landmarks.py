@@ -60,7 +60,10 @@ def eye_centres(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def inter_ocular_distance(points: np.ndarray) -> np.ndarray | float:
-    """Distance between the two eye-contour centres, [..., >=48, 2] -> [...]."""
+    """Distance between the two eye-contour centres, [..., >=48, 2] -> [...] (NaN where a point is missing)."""
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim < 2 or points.shape[-2] < 48 or points.shape[-1] != 2:
+        raise ValueError(f"need [..., K >= 48, 2] iBUG points, got shape {points.shape}")
     right, left = eye_centres(points)
     return np.linalg.norm(left - right, axis=-1)
 
@@ -285,6 +288,13 @@ class LandmarkDetector:
         if face >= len(faces):
             raise NoFaceError(f"face {face} requested but only {len(faces)} found in {name}")
         return faces[face].points
+
+    def read(self, path: str | Path, face: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Read a photo (``reenactment.image_io.read_image``) and detect: (HxWx3 uint8 RGB, [70, 2] float32)."""
+        from .image_io import read_image
+
+        image = read_image(path)
+        return image, self(image, face=face, name=str(path))
 
     def __repr__(self) -> str:
         return f"LandmarkDetector(backend={self.backend!r}, on_multiple={self.on_multiple!r})"

@@ -93,8 +93,30 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     return cfg
 
 
+def _flags_to_overrides(argv: list[str], cls: type) -> list[str]:
+    """Also accept ``--key value`` and ``--key=value`` (dashes or underscores) for top-level config keys."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        key, sep, value = arg[2:].partition("=")
+        key = key.replace("-", "_")
+        if arg.startswith("--") and key in names:
+            if not sep:
+                if i + 1 >= len(argv):
+                    raise SystemExit(f"error: --{key} needs a value")
+                value = argv[i + 1]
+                i += 1
+            out.append(f"{key}={value}")
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
+
 def parse_cli(cls: type[T], argv: list[str] | None, description: str = "") -> T:
-    """``[--config FILE] [key=value ...]``; ``--help`` lists every key with its default."""
+    """``[--config FILE] [key=value ...]`` (or ``--key value``); ``--help`` lists every key with its default."""
     import argparse
     import sys
 
@@ -107,7 +129,7 @@ def parse_cli(cls: type[T], argv: list[str] | None, description: str = "") -> T:
     )
     parser.add_argument("--config", type=Path, help="YAML file with config values")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, applied after --config")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(_flags_to_overrides(sys.argv[1:] if argv is None else argv, cls))
     try:
         return load_config(cls, args.config, args.overrides)
     except (ConfigError, OSError, yaml.YAMLError) as err:

@@ -54,8 +54,10 @@ def _load_storage_from_bytes(data: bytes) -> Any:
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
-_NUMPY_MULTIARRAY = getattr(np, "_core", None)
-_NUMPY_MULTIARRAY = _NUMPY_MULTIARRAY.multiarray if _NUMPY_MULTIARRAY is not None else np.core.multiarray
+try:  # numpy >= 2 (numpy 1.x may have a partial numpy._core without multiarray)
+    from numpy._core import multiarray as _NUMPY_MULTIARRAY
+except ImportError:
+    from numpy.core import multiarray as _NUMPY_MULTIARRAY
 
 _ALLOWED: dict[tuple[str, str], Any] = {
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,

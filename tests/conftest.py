@@ -28,3 +28,31 @@ def fixture_arrays(name: str) -> dict[str, np.ndarray]:
 
 def load_fixture(name: str):
     return stylegan3.load(FIXTURES / f"{name}.pkl")
+
+
+SAMPLES = SHARED / "samples"
+GRID_CLIPS = ["grid_bbaf2n", "grid_lbax4n", "grid_lrwp9a", "grid_lwbsza"]
+LONDON = sorted(p.name for p in (SAMPLES / "images").glob("london_*.jpg"))
+
+
+@cache
+def detector(backend: str):
+    from reenactment.landmarks import LandmarkDetector
+
+    return LandmarkDetector(backend)
+
+
+@cache
+def grid_frames(clip: str) -> tuple[np.ndarray, ...]:
+    """All 75 frames of a GRID clip (360x288 RGB), decoded once per test session."""
+    from reenactment.video import VideoReader
+
+    with VideoReader(SAMPLES / "videos" / f"{clip}.mpg") as reader:
+        return tuple(reader)
+
+
+@cache
+def grid_track(clip: str, backend: str) -> np.ndarray:
+    """[75, 70, 2] landmarks of a GRID clip with one backend (raises NoFaceError on a miss)."""
+    det = detector(backend)
+    return np.stack([det(frame, name=f"{clip} frame {t}") for t, frame in enumerate(grid_frames(clip))])

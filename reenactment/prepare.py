@@ -1,0 +1,298 @@
+"""Dataset preparation: videos and photos -> FFHQ-aligned frames + landmarks + a manifest (``manifest.jsonl``).
+
+Each input file is one job. A video is read twice, streaming: first every frame's landmarks (small), which are
+smoothed over time and turned into a steady crop, then the frames again to align and store them. A job's records
+go to ``parts/<job>.jsonl`` only once the job is complete (written atomically), so a killed run resumes by
+redoing just the jobs without a part file. The manifest is rebuilt from all parts, in a fixed order, at the end.
+
+Manifest records (one JSON object per line):
+``{"identity", "video", "frame", "time", "image", "landmarks", "is_source"}`` for a stored frame (``image`` is
+relative to the output folder; ``landmarks``: 70 [x, y] in the aligned frame), or ``{"identity", "video",
+"frame", "skipped": reason}`` for a frame without a face or a file that could not be read (``frame`` null).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .align import Crop, crop_transform, face_crop, stabilize_crops, transform_points, warp_crop
+from .image_io import ImageReadError, read_image, write_image
+from .landmarks import LandmarkDetector, NoFaceError, inter_ocular_distance
+from .smoothing import smooth_landmarks
+from .video import VideoReader, VideoReadError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".mpg", ".mpeg", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+
+# Where the identity of a file comes from: a preset name or a regular expression with a group named "identity",
+# matched against the path relative to the input folder (with "/" separators).
+IDENTITY_PRESETS = {
+    "file": r"^(?:.*/)?(?P<identity>[^/]+?)(?:\.[^./]*)?$",  # one identity per file (its name without suffix)
+    "folder": r"^(?P<identity>[^/]+)/",  # the first folder under the input
+    "mead": r"^(?P<identity>[^/]+)/video/front/neutral/level_\d+/[^/]+\.mp4$",  # MEAD: neutral, frontal camera
+}
+
+
+@dataclass
+class PrepareOptions:
+    """What to produce; every field that changes the outputs is checked when a run resumes."""
+
+    fps: float = 25.0  # resample videos to this frame rate
+    size: int = 1024  # aligned frame side in pixels
+    image_format: str = "png"  # png or jpg
+    jpeg_quality: int = 95
+    backend: str = "dlib"  # landmark backend: dlib or mediapipe
+    smooth: bool = True  # smooth video landmark tracks over time (zero-phase One-Euro)
+    smooth_min_cutoff: float = 4.0  # One-Euro minimum cut-off frequency, Hz
+    smooth_beta: float = 3.0  # One-Euro speed coefficient (positions in inter-ocular distances)
+    tilt: str = "eyes"  # crop angle: eyes (eye line level) or ffhq (FFHQ's eye/mouth blend)
+    crop: str = "smooth"  # video crop: smooth (slow low-pass), fixed (one crop per clip) or none (per frame)
+    crop_sigma_s: float = 0.3  # crop low-pass width in seconds (crop=smooth)
+
+
+def identity_regex(pattern: str) -> re.Pattern:
+    """The compiled identity pattern of a preset name or a regular expression."""
+    regex = re.compile(IDENTITY_PRESETS.get(pattern, pattern))
+    if "identity" not in regex.groupindex:
+        raise ValueError(f"identity pattern {pattern!r} has no (?P<identity>...) group and is not a preset")
+    return regex
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input file: ``rel`` is its path under the input folder, ``identity`` taken from it."""
+
+    path: Path
+    rel: str
+    identity: str
+
+    @property
+    def is_video(self) -> bool:
+        return self.path.suffix.lower() in VIDEO_SUFFIXES
+
+    @property
+    def key(self) -> str:
+        """A file-name-safe unique name for this input."""
+        return re.sub(r"[^A-Za-z0-9._-]", "_", self.rel.replace("/", "__"))
+
+    @property
+    def video_id(self) -> str:
+        return self.rel.rsplit(".", 1)[0] if "." in Path(self.rel).name else self.rel
+
+
+def find_jobs(input_dir: Path, pattern: str = "file") -> tuple[list[Job], int]:
+    """Every image/video under ``input_dir`` whose path matches the identity pattern, sorted by path; also the
+    number of media files that did not match (filtered out, e.g. other MEAD emotions)."""
+    regex = identity_regex(pattern)
+    jobs, unmatched = [], 0
+    for path in sorted(p for p in Path(input_dir).rglob("*") if p.is_file()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
+            continue
+        rel = path.relative_to(input_dir).as_posix()
+        match = regex.search(rel)
+        if match is None or not match.group("identity"):
+            unmatched += 1
+            continue
+        jobs.append(Job(path, rel, match.group("identity")))
+    return jobs, unmatched
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _frames(job: Job, fps: float) -> Iterator[np.ndarray]:
+    if job.is_video:
+        with VideoReader(job.path, fps=fps) as reader:
+            yield from reader
+    else:
+        yield read_image(job.path)
+
+
+def _detect_track(job: Job, detector: LandmarkDetector, fps: float) -> tuple[np.ndarray, str | None]:
+    """Landmarks of every frame, [T, 70, 2] with NaN rows where no face; and the read error that ended the file
+    early, if any (frames before it are kept)."""
+    points: list[np.ndarray] = []
+    error = None
+    try:
+        for frame in _frames(job, fps):
+            try:
+                points.append(detector(frame, name=f"{job.rel} frame {len(points)}"))
+            except NoFaceError:
+                points.append(np.full((70, 2), np.nan, np.float32))
+    except (VideoReadError, ImageReadError) as err:
+        error = str(err)
+    return np.asarray(points, np.float32).reshape(-1, 70, 2), error
+
+
+def mouth_openness(points: np.ndarray) -> np.ndarray:
+    """Mean inner-lip gap (61-67, 62-66, 63-65) over the inter-ocular distance, [..., 70, 2] -> [...]."""
+    gap = np.linalg.norm(points[..., [61, 62, 63], :] - points[..., [67, 66, 65], :], axis=-1).mean(-1)
+    return gap / inter_ocular_distance(points)
+
+
+def yaw_asymmetry(points: np.ndarray) -> np.ndarray:
+    """How far the nose tip (30) sits from the middle of the jaw ends (0, 16): 0 for a frontal face, ±0.5 at the
+    edge, [..., 70, 2] -> [...]."""
+    left, right, nose = points[..., 0, 0], points[..., 16, 0], points[..., 30, 0]
+    return (nose - left) / np.maximum(right - left, 1e-6) - 0.5
+
+
+def source_score(points: np.ndarray) -> np.ndarray:
+    """Lower is a better source frame: frontal (nose centred between the jaw ends) with the mouth closed."""
+    return 2.0 * np.abs(yaw_asymmetry(points)) + mouth_openness(points)
+
+
+def process_job(job: Job, out_dir: Path, opts: PrepareOptions, detector: LandmarkDetector) -> list[dict]:
+    """Detect, smooth, align and store every frame of one input file; returns its manifest records."""
+    base = {"identity": job.identity, "video": job.video_id}
+    track, error = _detect_track(job, detector, opts.fps)
+    if len(track) == 0:
+        return [{**base, "frame": None, "skipped": f"unreadable: {error or 'no frames'}"}]
+    found = np.isfinite(track).all(axis=(1, 2))
+    records: list[dict] = []
+    if found.any():
+        if job.is_video and opts.smooth and found.sum() > 2:
+            track = smooth_landmarks(track, opts.fps, min_cutoff=opts.smooth_min_cutoff, beta=opts.smooth_beta)
+        crops = np.full((len(track), 4), np.nan)
+        for t in np.flatnonzero(found):
+            crops[t] = face_crop(track[t], opts.tilt).as_array()
+        if job.is_video:
+            crops = stabilize_crops(crops, opts.fps, opts.crop_sigma_s, opts.crop)
+        frame_dir = Path("frames") / job.identity / job.video_id
+        for t, frame in enumerate(_frames_safe(job, opts.fps, len(track))):
+            if not found[t]:
+                continue
+            crop = Crop.from_array(crops[t])
+            aligned, transform = warp_crop(frame, crop, size=opts.size)
+            image_rel = frame_dir / f"{t:06d}.{opts.image_format}"
+            write_image(out_dir / image_rel, aligned, quality=opts.jpeg_quality)
+            pts = transform_points(crop_transform(crop, opts.size), track[t].astype(np.float64))
+            records.append(
+                {
+                    **base,
+                    "frame": t,
+                    "time": round(t / opts.fps, 6) if job.is_video else 0.0,
+                    "image": image_rel.as_posix(),
+                    "landmarks": np.round(pts, 2).tolist(),
+                    "source_score": round(float(source_score(pts)), 5),
+                }
+            )
+    for t in np.flatnonzero(~found):
+        records.append({**base, "frame": int(t), "skipped": "no face"})
+    records.sort(key=lambda r: r["frame"])
+    if error is not None:
+        records.append({**base, "frame": None, "skipped": f"read stopped early after {len(track)} frames: {error}"})
+    return records
+
+
+def _frames_safe(job: Job, fps: float, count: int) -> Iterator[np.ndarray]:
+    """The same frames as the landmark pass, stopping quietly where that pass stopped."""
+    try:
+        for t, frame in enumerate(_frames(job, fps)):
+            if t >= count:
+                return
+            yield frame
+    except (VideoReadError, ImageReadError):
+        return
+
+
+def part_path(out_dir: Path, job: Job) -> Path:
+    return out_dir / "parts" / f"{job.key}.jsonl"
+
+
+def write_part(out_dir: Path, job: Job, records: list[dict]) -> None:
+    _atomic_write_text(part_path(out_dir, job), "".join(json.dumps(r) + "\n" for r in records))
+
+
+def read_part(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def build_manifest(out_dir: Path, jobs: Iterable[Job]) -> list[dict]:
+    """Merge the parts in job order, mark one source frame per identity (lowest ``source_score``), and write
+    ``manifest.jsonl`` atomically. Returns the records."""
+    records: list[dict] = []
+    for job in jobs:
+        records.extend(read_part(part_path(out_dir, job)))
+    best: dict[str, tuple[float, int]] = {}
+    for i, rec in enumerate(records):
+        if "skipped" in rec:
+            continue
+        score = rec["source_score"]
+        if rec["identity"] not in best or score < best[rec["identity"]][0]:
+            best[rec["identity"]] = (score, i)
+    sources = {i for _, i in best.values()}
+    for i, rec in enumerate(records):
+        if "skipped" not in rec:
+            rec["is_source"] = i in sources
+    _atomic_write_text(out_dir / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    return records
+
+
+def read_manifest(path: str | Path) -> list[dict]:
+    """Records of a ``manifest.jsonl``."""
+    return read_part(Path(path))
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(backend: str) -> None:
+    _WORKER["detector"] = LandmarkDetector(backend)
+
+
+def _run_job(job: Job, out_dir: Path, opts: PrepareOptions) -> tuple[Job, int]:
+    try:
+        records = process_job(job, out_dir, opts, _WORKER["detector"])
+    except Exception as err:  # one bad file must not stop the run: record it
+        records = [{"identity": job.identity, "video": job.video_id, "frame": None, "skipped": f"error: {err}"}]
+    write_part(out_dir, job, records)
+    return job, len(records)
+
+
+def prepare_dataset(
+    jobs: list[Job],
+    out_dir: Path,
+    opts: PrepareOptions,
+    workers: int = 1,
+    progress: Callable[[Job, int], None] | None = None,
+) -> list[dict]:
+    """Process every job without a part file (in ``workers`` processes), then write the manifest."""
+    out_dir = Path(out_dir)
+    todo = [job for job in jobs if not part_path(out_dir, job).is_file()]
+    if workers <= 1:
+        _init_worker(opts.backend)
+        for job in todo:
+            done = _run_job(job, out_dir, opts)
+            if progress:
+                progress(*done)
+    elif todo:
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from multiprocessing import get_context
+
+        with ProcessPoolExecutor(
+            workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(opts.backend,)
+        ) as pool:
+            futures = [pool.submit(_run_job, job, out_dir, opts) for job in todo]
+            for future in as_completed(futures):
+                done = future.result()
+                if progress:
+                    progress(*done)
+    return build_manifest(out_dir, jobs)

@@ -1,0 +1,138 @@
+"""prepare_dataset.py on the four GRID clips: manifest contents, a killed run that resumes, bad files."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import GRID_CLIPS, SAMPLES
+
+from reenactment.prepare import find_jobs, identity_regex, mouth_openness, read_manifest, yaw_asymmetry
+from stylegan3.config import parse_cli
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "prepare_dataset.py"
+ARGS = ["size=128", "image_format=jpg", "jpeg_quality=90"]
+
+
+@pytest.fixture(scope="module")
+def grid_input(tmp_path_factory) -> Path:
+    """The four GRID clips (symlinked, not copied) plus an unreadable file and a photo without a face."""
+    folder = tmp_path_factory.mktemp("grid_in")
+    for clip in GRID_CLIPS:
+        (folder / f"{clip}.mpg").symlink_to(SAMPLES / "videos" / f"{clip}.mpg")
+    (folder / "broken.mp4").write_bytes(b"")
+    from PIL import Image
+
+    Image.fromarray(np.full((120, 160, 3), 100, np.uint8)).save(folder / "noface.png")
+    return folder
+
+
+def run_script(inp: Path, out: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, str(SCRIPT), "--input", str(inp), "--output", str(out), *ARGS, *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def full_run(grid_input, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("grid_full")
+    proc = run_script(grid_input, out, "workers=2")
+    log, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, log
+    return out
+
+
+def test_manifest_contents(full_run):
+    records = read_manifest(full_run / "manifest.jsonl")
+    frames = [r for r in records if "skipped" not in r]
+    assert sorted({r["identity"] for r in frames}) == sorted(c for c in GRID_CLIPS)
+    assert len(frames) == 4 * 75  # every GRID frame has a face; 25 fps kept
+    for r in frames:
+        assert {"identity", "video", "frame", "image", "landmarks", "is_source"} <= r.keys()
+        assert (full_run / r["image"]).is_file()
+        pts = np.asarray(r["landmarks"])
+        assert pts.shape == (70, 2) and (pts > 0).all() and (pts < 128).all()
+    # One source per identity, frontal and with the mouth closed compared with that identity's other frames.
+    for clip in GRID_CLIPS:
+        own = [r for r in frames if r["identity"] == clip]
+        sources = [r for r in own if r["is_source"]]
+        assert len(sources) == 1
+        pts = np.asarray([r["landmarks"] for r in own])
+        src = np.asarray(sources[0]["landmarks"])
+        assert mouth_openness(src) <= np.quantile(mouth_openness(pts), 0.25)
+        assert abs(yaw_asymmetry(src)) <= np.quantile(np.abs(yaw_asymmetry(pts)), 0.5)
+    skipped = {r["video"]: r["skipped"] for r in records if "skipped" in r}
+    assert skipped["broken"].startswith("unreadable") and "broken.mp4" in skipped["broken"]
+    assert skipped["noface"] == "no face"
+    assert (full_run / "config.yaml").is_file()
+
+
+def test_killed_run_resumes_to_the_same_manifest(grid_input, full_run, tmp_path):
+    out = tmp_path / "resumed"
+    proc = run_script(grid_input, out, "workers=1")
+    parts = out / "parts"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if parts.is_dir() and len(list(parts.glob("*.jsonl"))) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = {p.name for p in parts.glob("*.jsonl")}
+    assert 2 <= len(done_before) < 6 and not (out / "manifest.jsonl").exists()
+    mtimes = {p.name: p.stat().st_mtime_ns for p in parts.glob("*.jsonl")}
+    proc = run_script(grid_input, out, "workers=1")
+    log, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, log
+    # Finished files were not redone; the manifest equals the uninterrupted run's, line for line.
+    assert all(parts.joinpath(n).stat().st_mtime_ns == m for n, m in mtimes.items())
+    assert (out / "manifest.jsonl").read_text() == (full_run / "manifest.jsonl").read_text()
+    for r in read_manifest(out / "manifest.jsonl"):
+        if "image" in r:
+            assert (out / r["image"]).read_bytes() == (full_run / r["image"]).read_bytes()
+    leftovers = [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    assert not leftovers
+
+
+def test_resume_with_other_settings_is_refused(grid_input, full_run):
+    proc = run_script(grid_input, full_run, "size=256")
+    log, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "other settings (size)" in log
+
+
+def test_identity_patterns(tmp_path):
+    mead = tmp_path / "M003" / "video" / "front" / "neutral" / "level_1"
+    mead.mkdir(parents=True)
+    (mead / "001.mp4").write_bytes(b"x")
+    angry = tmp_path / "M003" / "video" / "front" / "angry" / "level_1"
+    angry.mkdir(parents=True)
+    (angry / "001.mp4").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("not media")
+    jobs, unmatched = find_jobs(tmp_path, "mead")
+    assert [(j.identity, j.rel) for j in jobs] == [("M003", "M003/video/front/neutral/level_1/001.mp4")]
+    assert unmatched == 1
+    jobs, _ = find_jobs(tmp_path, "folder")
+    assert {j.identity for j in jobs} == {"M003"}
+    jobs, _ = find_jobs(tmp_path, r"level_(?P<identity>\d)")
+    assert {j.identity for j in jobs} == {"1"}
+    with pytest.raises(ValueError, match="identity"):
+        identity_regex(r"(?P<who>\w+)")
+
+
+def test_cli_accepts_flags_and_key_value():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Cfg:
+        input: str = ""
+        size: int = 1024
+
+    cfg = parse_cli(Cfg, ["--input", "a/b", "--size=64"])
+    assert (cfg.input, cfg.size) == ("a/b", 64)
+    assert parse_cli(Cfg, ["size=32"]).size == 32
