@@ -48,29 +48,52 @@ def cache_dir() -> Path:
     return Path(os.environ.get("REENACT_CACHE", Path.home() / ".cache" / "landmark-reenact"))
 
 
+def fetch_weights(
+    filename: str,
+    subdir: str,
+    url: str | None = None,
+    path: str | os.PathLike | None = None,
+    what: str = "weights",
+    download: bool | None = None,
+) -> Path:
+    """Find a pretrained file: ``path`` if given (must exist), else ``cache_dir()/subdir/filename``, downloaded
+    there once from ``url`` when one is known and downloads are allowed (not ``$REENACT_OFFLINE``).
+
+    A missing file raises ``WeightsNotFoundError`` naming the file, the place to put it and the URL if any.
+    """
+    if path is not None:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise WeightsNotFoundError(f"{what} file not found: {p}")
+        return p
+    target = cache_dir() / subdir / filename
+    if target.is_file():
+        return target
+    if download is None:
+        download = not os.environ.get("REENACT_OFFLINE")
+    if url is None:
+        reason = "no download URL is known"
+    elif not download:
+        reason = "downloads are disabled (REENACT_OFFLINE is set)"
+    else:
+        try:
+            _download(url, target)
+            return target
+        except (urllib.error.URLError, OSError, TimeoutError) as err:
+            reason = f"download failed: {err}"
+    fetch = f"Fetch {url} and save it" if url else "Put the file"
+    raise WeightsNotFoundError(
+        f"{what} '{filename}' not found ({reason}). {fetch} as {target} (or set REENACT_CACHE, or pass its path)."
+    )
+
+
 def resolve_known_model(name: str, download: bool | None = None) -> Path:
     """Path of a known model's pickle in the cache, downloading it once if allowed.
 
     Downloads are skipped when ``download`` is False or ``$REENACT_OFFLINE`` is set.
     """
     name = name.removesuffix(".pkl")
-    url = KNOWN_MODELS[name]
-    target = cache_dir() / "stylegan" / f"{name}.pkl"
-    if target.is_file():
-        return target
-    if download is None:
-        download = not os.environ.get("REENACT_OFFLINE")
-    reason = "downloads are disabled (REENACT_OFFLINE is set)"
-    if download:
-        try:
-            _download(url, target)
-            return target
-        except (urllib.error.URLError, OSError, TimeoutError) as err:
-            reason = f"download failed: {err}"
-    raise WeightsNotFoundError(
-        f"StyleGAN weights '{name}' not found ({reason}). Fetch {url} and save it as {target} "
-        "(or set REENACT_CACHE, or pass the .pkl path directly)."
-    )
+    return fetch_weights(f"{name}.pkl", "stylegan", KNOWN_MODELS[name], what="StyleGAN weights", download=download)
 
 
 def _download(url: str, target: Path, timeout: float = 30.0) -> None:
