@@ -94,21 +94,27 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 
 
 def _flags_to_overrides(argv: list[str], cls: type) -> list[str]:
-    """Also accept ``--key value`` and ``--key=value`` (dashes or underscores) for top-level config keys."""
-    names = {f.name for f in dataclasses.fields(cls)}
+    """Also accept ``--key value``, ``--key=value`` and ``--no-key`` (booleans) for top-level config keys, and
+    bare positional values for the fields named in the class attribute ``POSITIONAL`` (in order)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    positional = list(getattr(cls, "POSITIONAL", ()))
     out: list[str] = []
     i = 0
     while i < len(argv):
         arg = argv[i]
         key, sep, value = arg[2:].partition("=")
         key = key.replace("-", "_")
-        if arg.startswith("--") and key in names:
+        if arg.startswith("--no-") and key[3:] in fields and not sep:
+            out.append(f"{key[3:]}=false")
+        elif arg.startswith("--") and key in fields:
             if not sep:
                 if i + 1 >= len(argv):
                     raise SystemExit(f"error: --{key} needs a value")
                 value = argv[i + 1]
                 i += 1
             out.append(f"{key}={value}")
+        elif not arg.startswith("-") and "=" not in arg and positional:
+            out.append(f"{positional.pop(0)}={arg}")
         else:
             out.append(arg)
         i += 1

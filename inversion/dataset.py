@@ -1,0 +1,186 @@
+"""Inverting a whole dataset: work split into shards, shards split over processes, each shard written atomically.
+
+A shard is a fixed list of frames (``shard_size`` consecutive manifest frames, or one whole video with
+``warm_start="sequential"``); shard k belongs to rank ``k % world_size``. Finished shards are files
+(``latents/shard_<k>.npz``: ``ids``, ``w`` float32 [n, num_ws, w_dim], ``loss_<term>`` [n], ``steps`` [n]),
+so a killed run resumes at the first unfinished shard with the same results, and any number of processes
+(``torchrun``) can share the work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from reenactment.image_io import ImageReadError, read_image
+
+from .inverter import InverterOptions, invert
+from .losses import InversionLoss
+from .targets import resize_square, to_tensor
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame to invert: ``id`` (unique, e.g. ``video/000012``), its image path, video and index."""
+
+    id: str
+    path: Path
+    video: str
+    index: int
+
+
+def frames_from_input(path: str | Path) -> list[Frame]:
+    """Frames of a ``manifest.jsonl`` (kept frames only, in manifest order) or of a folder of images (sorted)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        return [Frame(p.relative_to(path).as_posix(), p, p.relative_to(path).as_posix(), 0) for p in files]
+    if not path.is_file():
+        raise FileNotFoundError(f"input not found: {path} (give a manifest.jsonl or a folder of images)")
+    frames = []
+    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{line_no}: not JSON ({err})") from None
+        if "skipped" in rec or "image" not in rec:
+            continue
+        frames.append(
+            Frame(f"{rec['video']}/{int(rec['frame']):06d}", path.parent / rec["image"], rec["video"], rec["frame"])
+        )
+    return frames
+
+
+def make_shards(frames: list[Frame], shard_size: int, by_video: bool) -> list[list[Frame]]:
+    """Fixed shards: ``shard_size`` consecutive frames, or (``by_video``) one video each, frames in order."""
+    if by_video:
+        videos: dict[str, list[Frame]] = {}
+        for frame in frames:
+            videos.setdefault(frame.video, []).append(frame)
+        return [sorted(v, key=lambda f: f.index) for v in videos.values()]
+    return [frames[i : i + shard_size] for i in range(0, len(frames), shard_size)]
+
+
+def shard_path(out: Path, k: int) -> Path:
+    return out / "latents" / f"shard_{k:06d}.npz"
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_shard(out: Path, k: int, ids: list[str], w: np.ndarray, losses: dict[str, np.ndarray], steps: list[int]):
+    """Write shard k atomically (its log lines first, then the .npz that marks it finished)."""
+    lines = [
+        json.dumps({"id": i, "steps": s, **{t: round(float(v[j]), 6) for t, v in losses.items()}})
+        for j, (i, s) in enumerate(zip(ids, steps))
+    ]
+    _atomic_bytes(out / "logs" / f"shard_{k:06d}.jsonl", "".join(line + "\n" for line in lines).encode())
+    buf = io.BytesIO()
+    arrays = {f"loss_{t}": v.astype(np.float32) for t, v in losses.items()}
+    np.savez(buf, ids=np.array(ids, dtype=np.str_), w=w.astype(np.float32), steps=np.array(steps), **arrays)
+    _atomic_bytes(shard_path(out, k), buf.getvalue())
+
+
+def load_latents(out: str | Path) -> dict[str, np.ndarray]:
+    """All finished latents of an ``invert_dataset.py`` output folder: frame id -> float32 [num_ws, w_dim]."""
+    result: dict[str, np.ndarray] = {}
+    for file in sorted((Path(out) / "latents").glob("shard_*.npz")):
+        with np.load(file) as data:
+            for i, w in zip(data["ids"], data["w"]):
+                result[str(i)] = w
+    return result
+
+
+@dataclass
+class DatasetInversion:
+    """Inverts shards with one generator and loss on one device."""
+
+    G: nn.Module
+    loss_fn: InversionLoss
+    options: InverterOptions
+    device: torch.device
+    batch_size: int = 4
+    warm_start: str = "none"  # none | sequential (each frame of a video starts from the previous frame's latent)
+    warm_steps: int = 200  # steps for frames that start from the previous frame
+    preview: Callable[[Frame, torch.Tensor, np.ndarray], None] | None = None
+
+    def _targets(self, frames: list[Frame]) -> tuple[list[Frame], torch.Tensor, list[tuple[Frame, str]]]:
+        ok, tensors, failed = [], [], []
+        for frame in frames:
+            try:
+                image = resize_square(read_image(frame.path), self.G.img_resolution)
+            except (ImageReadError, ValueError) as err:
+                failed.append((frame, str(err)))
+                continue
+            ok.append(frame)
+            tensors.append(to_tensor(image))
+        return ok, (torch.cat(tensors).to(self.device) if tensors else torch.empty(0)), failed
+
+    def run_shard(self, frames: list[Frame], on_frames: Callable[[int], None] | None = None) -> dict:
+        """Invert one shard; returns ``ids``, ``w``, ``losses`` and ``steps``, and the failures."""
+        ids: list[str] = []
+        ws: list[np.ndarray] = []
+        losses: dict[str, list[float]] = {}
+        steps: list[int] = []
+        failures: list[tuple[Frame, str]] = []
+        for batch, w_init, options in self._batches(frames):
+            ok, targets, failed = self._targets(batch)
+            failures += failed
+            if not ok:
+                continue
+            result = invert(self.G, targets, self.loss_fn, options, w_init=w_init)
+            self._last_w = result.w_plus[-1:].detach()
+            ids += [f.id for f in ok]
+            ws.append(result.w_plus.cpu().numpy())
+            for term, value in result.losses.items():
+                losses.setdefault(term, []).extend(value.cpu().tolist())
+            steps += result.steps_run
+            if self.preview is not None:
+                for frame, target, w in zip(ok, targets, result.w_plus):
+                    self.preview(frame, target, w)
+            if on_frames:
+                on_frames(len(batch))
+        w_all = np.concatenate(ws) if ws else np.zeros((0, self.G.num_ws, self.G.w_dim), np.float32)
+        return {
+            "ids": ids,
+            "w": w_all,
+            "losses": {t: np.asarray(v) for t, v in losses.items()},
+            "steps": steps,
+            "failures": failures,
+        }
+
+    def _batches(self, frames: list[Frame]) -> Iterator[tuple[list[Frame], torch.Tensor | None, InverterOptions]]:
+        if self.warm_start == "none":
+            for i in range(0, len(frames), self.batch_size):
+                yield frames[i : i + self.batch_size], None, self.options
+            return
+        if self.warm_start != "sequential":
+            raise ValueError(f"warm_start must be 'none' or 'sequential', got {self.warm_start!r}")
+        # One frame at a time: each starts where the previous frame of its video ended.
+        self._last_w = None
+        warm = dataclasses.replace(self.options, steps=self.warm_steps)
+        for frame in frames:
+            yield [frame], self._last_w, (self.options if self._last_w is None else warm)

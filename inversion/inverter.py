@@ -1,0 +1,138 @@
+"""Batched W+ inversion by optimisation (thesis section 3.1): Adam on each image's own latent, from the mean w.
+
+Each image in a batch has its own W+ and its own loss; the batch loss is their sum, and Adam is elementwise, so
+a batch gives the same latents as inverting the images one at a time (within float tolerance).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .losses import InversionLoss
+
+
+@dataclass
+class InverterOptions:
+    """Optimiser settings (the thesis's values)."""
+
+    steps: int = 1000  # Adam steps (the thesis's loss converges around 1000)
+    lr: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    early_stop_patience: int = 0  # stop an image after this many steps without improvement (0 = never)
+    early_stop_min_delta: float = 1e-4  # relative improvement that counts
+    mixed_precision: bool = False  # CUDA only: the generator's float16 layers with loss scaling
+    compile: bool = False  # torch.compile the synthesis network (CUDA)
+    log_every: int = 10  # history of per-term losses every N steps
+
+
+@dataclass
+class InversionResult:
+    """``w_plus`` [N, num_ws, w_dim] float32 (the last step's latents); ``losses``: final per-term values per image
+    (each [N], at ``w_plus``); ``history``: (step, {term: [N]}) every ``log_every`` steps; ``steps_run``: per image."""
+
+    w_plus: torch.Tensor
+    losses: dict[str, torch.Tensor]
+    history: list[tuple[int, dict[str, list[float]]]] = field(default_factory=list)
+    steps_run: list[int] = field(default_factory=list)
+
+
+def synthesize(G: nn.Module, w_plus: torch.Tensor, mixed_precision: bool = False) -> torch.Tensor:
+    """G(w) for inversion: [N, num_ws, w_dim] -> [N, 3, H, W] float32 (constant noise for StyleGAN2)."""
+    kwargs = {"force_fp32": not mixed_precision}
+    if getattr(G, "architecture", "") == "stylegan2":
+        kwargs["noise_mode"] = "const"
+    return G.synthesis(w_plus, **kwargs).float()
+
+
+def invert(
+    G: nn.Module,
+    targets: torch.Tensor,
+    loss_fn: InversionLoss,
+    options: InverterOptions | None = None,
+    w_init: torch.Tensor | None = None,
+    callback: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
+) -> InversionResult:
+    """Invert ``targets`` [N, 3, res, res] float32 in [-1, 1] into W+.
+
+    ``w_init``: [N, num_ws, w_dim] or [num_ws, w_dim] warm start; default the thesis's mean w
+    (``G.mean_w(10000, seed=123)``, all rows equal). ``callback(step, terms)`` is called after every step with
+    the per-term losses ([N] each) of that step.
+    """
+    opts = options or InverterOptions()
+    device = targets.device
+    n = targets.shape[0]
+    if targets.ndim != 4 or targets.shape[-1] != G.img_resolution or targets.shape[-2] != G.img_resolution:
+        raise ValueError(f"targets must be [N, 3, {G.img_resolution}, {G.img_resolution}], got {tuple(targets.shape)}")
+    start = G.mean_w() if w_init is None else w_init
+    start = start.to(device=device, dtype=torch.float32)
+    if start.ndim == 2:
+        start = start.unsqueeze(0).expand(n, -1, -1)
+    w = start.clone().contiguous().requires_grad_(True)
+    optimizer = torch.optim.Adam([w], lr=opts.lr, betas=(opts.beta1, opts.beta2), eps=opts.eps)
+    mixed = opts.mixed_precision and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=mixed)
+    synth = G
+    if opts.compile:
+        synth = _compiled(G)
+    best = torch.full((n,), float("inf"), device=device)
+    stale = torch.zeros(n, dtype=torch.long, device=device)
+    active = torch.ones(n, dtype=torch.bool, device=device)
+    steps_run = torch.zeros(n, dtype=torch.long)
+    history: list[tuple[int, dict[str, list[float]]]] = []
+    for step in range(opts.steps):
+        image = synthesize(synth, w, mixed)
+        total, terms = loss_fn(image, targets, w)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(total.sum()).backward()
+        frozen = w.detach()[~active].clone() if not active.all() else None
+        scaler.step(optimizer)
+        scaler.update()
+        if frozen is not None:  # images that stopped early keep their latents (Adam's momentum would move them)
+            with torch.no_grad():
+                w[~active] = frozen
+        steps_run[active.cpu()] += 1
+        detached = {k: v.detach() for k, v in terms.items()}
+        if callback is not None:
+            callback(step, detached)
+        if opts.log_every and (step % opts.log_every == 0 or step == opts.steps - 1):
+            history.append((step, {k: v.float().cpu().tolist() for k, v in detached.items()}))
+        if opts.early_stop_patience:
+            value = total.detach()
+            improved = torch.isinf(best) | (value < best * (1 - opts.early_stop_min_delta))
+            best = torch.where(improved, value, best)
+            stale = torch.where(improved, torch.zeros_like(stale), stale + 1)
+            active &= stale < opts.early_stop_patience
+            if not active.any():
+                break
+    with torch.no_grad():
+        w_final = w.detach()
+        total, terms = loss_fn(synthesize(synth, w_final, mixed), targets, w_final)
+    return InversionResult(
+        w_plus=w_final.float(),
+        losses={"total": total.float(), **{k: v.float() for k, v in terms.items()}},
+        history=history,
+        steps_run=steps_run.tolist(),
+    )
+
+
+def _compiled(G: nn.Module) -> nn.Module:
+    """A view of G whose synthesis network is compiled (compiled once per generator and cached)."""
+    cached = G.__dict__.get("_compiled_synthesis")
+    if cached is None:
+        cached = torch.compile(G.synthesis)
+        G.__dict__["_compiled_synthesis"] = cached
+
+    class _View(nn.Module):
+        architecture = getattr(G, "architecture", "")
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.synthesis = cached
+
+    return _View()

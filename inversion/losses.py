@@ -1,0 +1,130 @@
+"""The inversion objective of the thesis (eq. 3.1-3.5), as small per-image functions.
+
+``L = 0.1 * MSE + 1.5 * LPIPS + 0.05 * ID + 0.002 * DeltaReg`` (weights in ``LossWeights``). Every term is
+returned per image ([N]), so a batch of images is a sum of independent problems.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class LossWeights:
+    """Weights of eq. 3.5 (the thesis's values); 0 switches a term off (and its network is not loaded)."""
+
+    mse: float = 0.1
+    lpips: float = 1.5
+    id: float = 0.05
+    delta_reg: float = 0.002
+
+
+def mse_loss(image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Pixel mean squared error per image (eq. 3.1): [N, C, H, W] x2 in [-1, 1] -> [N]."""
+    return (image - target).square().flatten(1).mean(dim=1)
+
+
+def delta_reg(w_plus: torch.Tensor) -> torch.Tensor:
+    """Delta regularisation (eq. 3.4): write w = (w_0, w_0 + D_1, ..., w_0 + D_15) and return sum_i ||D_i||^2.
+
+    w_plus: [N, num_ws, w_dim] -> [N]. The thesis squares the norms (its author's code did not).
+    """
+    deltas = w_plus[:, 1:] - w_plus[:, :1]
+    return deltas.square().sum(dim=(1, 2))
+
+
+def downsample_to(image: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Area-average [N, C, H, W] down to size x size (no-op when ``size`` is None or not smaller)."""
+    if size is None or image.shape[-1] <= size:
+        return image
+    return F.adaptive_avg_pool2d(image, (size, size))
+
+
+class IdentityLoss(nn.Module):
+    """ID term (eq. 3.3): ``1 - cos(R(image), R(target))`` per image, R an ``IdentityEncoder`` (ArcFace IR-SE50).
+
+    The target's embedding is computed without gradients and reused while the same target tensor is passed.
+    """
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self._target_key: tuple | None = None
+        self._target_embedding: torch.Tensor | None = None
+
+    def forward(self, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        key = (target.data_ptr(), target._version, tuple(target.shape), target.device)
+        if key != self._target_key:
+            with torch.no_grad():
+                self._target_embedding = self.encoder(target)
+            self._target_key = key
+        return 1.0 - F.cosine_similarity(self.encoder(image), self._target_embedding, dim=1)
+
+
+def build_inversion_loss(
+    weights: LossWeights,
+    loss_resolution: int | None = None,
+    arcface_path: str | None = None,
+    alexnet_path: str | None = None,
+    device: torch.device | str = "cpu",
+) -> InversionLoss:
+    """Eq. 3.5 with its pretrained networks loaded (only those whose weight is non-zero).
+
+    Missing weight files raise ``stylegan3.WeightsNotFoundError`` naming the file and where to put it.
+    """
+    lpips = identity = None
+    if weights.lpips:
+        from .perceptual import LPIPS
+
+        lpips = LPIPS(alexnet_path=alexnet_path, device=device)
+    if weights.id:
+        from .arcface import IdentityEncoder
+
+        identity = IdentityLoss(IdentityEncoder.from_pretrained(arcface_path, device=device))
+    return InversionLoss(weights, lpips=lpips, identity=identity, loss_resolution=loss_resolution)
+
+
+class InversionLoss(nn.Module):
+    """Eq. 3.5 on a batch: ``forward(image, target, w_plus) -> (total [N], {term: [N]})``.
+
+    ``lpips`` and ``identity`` are callables (x, y in [-1, 1]) -> [N], e.g. ``inversion.perceptual.LPIPS`` and
+    ``inversion.arcface.IdentityEncoder``-based loss; they are needed only when their weight is non-zero.
+    ``loss_resolution``: where LPIPS is computed. None = at the generator's resolution (the thesis); 256 =
+    both images area-averaged to 256 first (as PTI does): LPIPS then sees the face at the scale AlexNet's
+    receptive fields were trained on, and costs ~16x less at 1024. MSE is always at full resolution, and
+    ArcFace always sees its own 112 px crop.
+    """
+
+    def __init__(
+        self,
+        weights: LossWeights,
+        lpips: nn.Module | None = None,
+        identity: nn.Module | None = None,
+        loss_resolution: int | None = None,
+    ) -> None:
+        super().__init__()
+        if weights.lpips and lpips is None:
+            raise ValueError("LPIPS weight is non-zero but no LPIPS network was given (set loss.lpips=0 to skip)")
+        if weights.id and identity is None:
+            raise ValueError("ID weight is non-zero but no identity network was given (set loss.id=0 to skip)")
+        self.weights = weights
+        self.lpips = lpips if weights.lpips else None
+        self.identity = identity if weights.id else None
+        self.loss_resolution = loss_resolution
+
+    def forward(
+        self, image: torch.Tensor, target: torch.Tensor, w_plus: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        terms: dict[str, torch.Tensor] = {"mse": mse_loss(image, target)}
+        if self.lpips is not None:
+            size = self.loss_resolution
+            terms["lpips"] = self.lpips(downsample_to(image, size), downsample_to(target, size)).reshape(-1)
+        if self.identity is not None:
+            terms["id"] = self.identity(image, target).reshape(-1)
+        terms["delta_reg"] = delta_reg(w_plus)
+        total = sum(getattr(self.weights, name) * value for name, value in terms.items())
+        return total, terms

@@ -1,0 +1,46 @@
+"""Turning photos into inversion targets: read, FFHQ-align (or not), resize, and convert to [-1, 1] tensors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from reenactment.image_io import read_image
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 RGB -> [1, 3, H, W] float32 in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[N, 3, H, W] float in [-1, 1] -> [N, H, W, 3] uint8 (clamped, rounded)."""
+    return (
+        ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    )
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize an HxWx3 uint8 image to size x size (Lanczos); refuses non-square input, which would distort."""
+    h, w = image.shape[:2]
+    if h != w:
+        raise ValueError(f"an unaligned target must be square, got {w}x{h}: align it (drop --no-align) or crop it")
+    if h == size:
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS))
+
+
+def load_target(path: str | Path, resolution: int, align: bool = True, backend: str = "dlib") -> np.ndarray:
+    """A photo as a resolution x resolution uint8 target: FFHQ-aligned from its landmarks when ``align``
+    (``NoFaceError`` if there is no face), else only resized (it must then be square and already aligned)."""
+    if not align:
+        return resize_square(read_image(path), resolution)
+    from reenactment.align import align_face
+    from reenactment.landmarks import LandmarkDetector
+
+    image, points = LandmarkDetector(backend).read(path)
+    aligned, _ = align_face(image, points, size=resolution)
+    return aligned

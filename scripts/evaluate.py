@@ -1,0 +1,90 @@
+"""Evaluate results the way the thesis's tables do: inversion (Table 4.1), self (4.3) or cross (4.4) reenactment.
+
+python scripts/evaluate.py inversion --real data/celebahq_1000 --fake out/inverted --out out/eval_inv --compare-thesis
+python scripts/evaluate.py self --real data/mead_test/driving --fake out/self --out out/eval_self
+python scripts/evaluate.py cross --real data/mead_test/driving --fake out/cross --source data/mead_test/sources --out E
+python scripts/evaluate.py cross pairs=pairs.csv out=E   # a manifest: columns real, fake[, source, name]
+
+Pairs real/x.png with fake/x.png (relative path without extension; --source: a folder paired the same way or one
+image). Writes OUT/metrics.json (metric -> number, plus "missing": {metric: reason}), OUT/metrics.md (the thesis's
+table layout; --compare-thesis adds its published rows), OUT/info.json, OUT/per_pair.csv and OUT/config.yaml.
+A metric whose weights file is missing is reported missing with the reason; the others are still computed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tqdm import tqdm  # noqa: E402
+
+from reenactment.evaluation import (  # noqa: E402
+    MODES,
+    EvaluationOptions,
+    PairingError,
+    evaluate,
+    load_networks,
+    pair_files,
+    read_manifest,
+    write_results,
+)
+from stylegan3.config import parse_cli, save_config  # noqa: E402
+
+
+@dataclass
+class EvaluateConfig(EvaluationOptions):
+    mode: str = ""  # inversion, self or cross (may also be given as the first argument)
+    real: str = ""  # ground truth: the inverted images' originals, or the driving frames
+    fake: str = ""  # results, named like their ground truth
+    source: str | None = None  # cross mode: source images (folder paired by name, or one image)
+    pairs: str | None = None  # instead of real/fake/source: a CSV or JSON Lines manifest
+    out: str = "out/evaluate"  # output folder
+    compare_thesis: bool = False  # put the thesis's published rows above ours in metrics.md
+
+
+def _normalise_argv(argv: list[str]) -> list[str]:
+    """``MODE`` as the first argument and a bare ``--compare-thesis`` flag, on top of the config syntax."""
+    argv = list(argv)
+    if argv and argv[0] in MODES:
+        argv[0] = f"mode={argv[0]}"
+    out = []
+    for i, arg in enumerate(argv):
+        bare = i + 1 == len(argv) or argv[i + 1].startswith("-") or "=" in argv[i + 1]
+        if arg in ("--compare-thesis", "--compare_thesis") and bare:
+            arg = "compare_thesis=true"
+        out.append(arg)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_cli(EvaluateConfig, _normalise_argv(sys.argv[1:] if argv is None else argv), __doc__)
+    if cfg.mode not in MODES:
+        raise SystemExit(f"error: give a mode: {', '.join(MODES)} (got {cfg.mode!r})")
+    try:
+        if cfg.pairs:
+            pairs = read_manifest(cfg.pairs)
+        elif cfg.real and cfg.fake:
+            pairs = pair_files(cfg.real, cfg.fake, cfg.source)
+        else:
+            raise SystemExit("error: give --real DIR and --fake DIR (or pairs=MANIFEST)")
+    except PairingError as err:
+        raise SystemExit(f"error: {err}") from None
+    out = Path(cfg.out)
+    save_config(cfg, out / "config.yaml")
+    networks, missing = load_networks(cfg.mode, cfg)
+    for name, reason in missing.items():
+        print(f"{name} missing: {reason}")
+    with tqdm(total=len(pairs), unit="pair", desc=cfg.mode) as bar:
+        result = evaluate(cfg.mode, pairs, cfg, networks, missing, progress=lambda n: bar.update(n - bar.n))
+    paths = write_results(result, out, cfg.compare_thesis)
+    print(paths["md"].read_text())
+    print(f"wrote {paths['json']}, {paths['md']}")
+    return json.loads(paths["json"].read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Re-derive ``reenactment.head_pose.FACE_MODEL_68``, the 3D mean face the head-pose metric (ARD) fits.
+
+Example: ``python scripts/fit_face_model_3d.py ../shared/samples/images/london_*_neutral.jpg``
+
+For each frontal photo: dlib's 68 points give x, y (the layout the metric detects), MediaPipe's face mesh
+(``mediapipe==0.10.21``, the vertices of ``MEDIAPIPE_TO_IBUG``) gives each point's depth z in the same pixel units.
+``reenactment.head_pose.fit_face_model`` averages them (Procrustes, symmetric, pitch levelled). Prints the table
+as Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from reenactment.head_pose import fit_face_model  # noqa: E402
+from reenactment.image_io import read_image  # noqa: E402
+from reenactment.landmarks import MEDIAPIPE_TO_IBUG, LandmarkDetector  # noqa: E402
+
+
+def faces_3d(paths: list[Path]) -> np.ndarray:
+    """[N, 68, 3]: dlib (x, y) pixels and MediaPipe depth z (pixels, away from the camera) per photo."""
+    from mediapipe.python.solutions import face_mesh
+
+    det = LandmarkDetector("dlib", on_multiple="error")
+    a = [i for i, _ in MEDIAPIPE_TO_IBUG]
+    b = [j for _, j in MEDIAPIPE_TO_IBUG]
+    faces = []
+    with face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True) as mesh:
+        for path in paths:
+            image = read_image(path)
+            result = mesh.process(image)
+            if not result.multi_face_landmarks:
+                raise SystemExit(f"error: MediaPipe found no face in {path}")
+            # MediaPipe's z is normalised by the image width, like x.
+            z = np.array([p.z for p in result.multi_face_landmarks[0].landmark]) * image.shape[1]
+            faces.append(np.column_stack([det(image, name=str(path))[:68], (z[a] + z[b]) / 2]))
+    return np.asarray(faces, dtype=np.float64)
+
+
+def main(argv: list[str] | None = None) -> np.ndarray:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("images", nargs="+", type=Path, help="frontal, neutral face photos (one face each)")
+    args = parser.parse_args(argv)
+    model = fit_face_model(faces_3d(args.images))
+    print("FACE_MODEL_68 = np.array(\n    [")
+    for point in model:
+        x, y, z = (round(float(v), 4) + 0.0 for v in point)  # + 0.0: no "-0.0"
+        print(f"        [{x:.4f}, {y:.4f}, {z:.4f}],")
+    print("    ],\n    dtype=np.float64,\n)")
+    return model
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""W+ inversion: convergence, batch = singles, the regulariser's gradient, early stop, warm start, the script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import FIXTURES, SAMPLES, load_fixture
+from PIL import Image
+
+from inversion.inverter import InverterOptions, invert, synthesize
+from inversion.losses import IdentityLoss, InversionLoss, LossWeights, delta_reg, mse_loss
+
+REPO = Path(__file__).resolve().parents[1]
+MSE_ONLY = LossWeights(lpips=0.0, id=0.0)  # MSE + delta-reg: no pretrained networks needed
+
+
+@pytest.fixture(scope="module")
+def G():
+    return load_fixture("sg2_64").eval().requires_grad_(False)
+
+
+def targets_near_mean(G, n: int, scale: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images of known W+ latents: the mean w plus a random offset per row."""
+    g = torch.Generator().manual_seed(seed)
+    w_true = G.mean_w()[None] + scale * torch.randn((n, G.num_ws, G.w_dim), generator=g)
+    with torch.no_grad():
+        return synthesize(G, w_true), w_true
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return 10 * torch.log10(4.0 / mse_loss(x, y))  # images in [-1, 1]: peak-to-peak 2
+
+
+def test_inverting_a_generated_image_reaches_30_db(G):
+    targets, _ = targets_near_mean(G, 2, scale=0.06)
+    with torch.no_grad():
+        start = synthesize(G, G.mean_w()[None]).expand_as(targets)
+    result = invert(G, targets, InversionLoss(MSE_ONLY), InverterOptions(steps=200))
+    with torch.no_grad():
+        final = psnr(synthesize(G, result.w_plus), targets)
+    assert (psnr(start, targets) < 25).all()
+    assert (final >= 30).all(), final
+    torch.testing.assert_close(result.losses["mse"], mse_loss(synthesize(G, result.w_plus), targets))
+
+
+def test_batch_equals_single_runs(G):
+    targets, _ = targets_near_mean(G, 4, scale=0.2, seed=1)
+    loss = InversionLoss(MSE_ONLY)
+    opts = InverterOptions(steps=15)
+    batch = invert(G, targets, loss, opts).w_plus
+    singles = torch.cat([invert(G, targets[i : i + 1], loss, opts).w_plus for i in range(4)])
+    torch.testing.assert_close(batch, singles, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(batch[0], batch[1])
+
+
+def test_delta_reg_gradient_matches_finite_differences():
+    w = torch.randn(2, 5, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: delta_reg(x), (w,))
+    # And the value is eq. 3.4: sum over i >= 1 of ||w_i - w_0||^2.
+    expected = sum(((w[:, i] - w[:, 0]) ** 2).sum(-1) for i in range(1, 5))
+    torch.testing.assert_close(delta_reg(w), expected)
+    assert delta_reg(w[:, :1].expand(-1, 5, -1)).abs().max() == 0
+
+
+def test_starts_from_the_thesis_mean_w_or_a_warm_start(G):
+    targets, w_true = targets_near_mean(G, 2, scale=0.1)
+    loss = InversionLoss(MSE_ONLY)
+    none = invert(G, targets, loss, InverterOptions(steps=0))
+    torch.testing.assert_close(none.w_plus, G.mean_w(10000, 123)[None].expand(2, -1, -1))
+    warm = invert(G, targets, loss, InverterOptions(steps=0), w_init=w_true)
+    torch.testing.assert_close(warm.w_plus, w_true)
+    assert warm.losses["mse"].max() < 1e-10
+
+
+def test_early_stop_freezes_each_image(G):
+    targets, _ = targets_near_mean(G, 2, scale=0.1)
+    loss = InversionLoss(MSE_ONLY)
+    # No step can improve by 100%: every image stops after patience + 1 updates, like a 4-step run.
+    stopped = invert(G, targets, loss, InverterOptions(steps=50, early_stop_patience=3, early_stop_min_delta=1.0))
+    short = invert(G, targets, loss, InverterOptions(steps=4))
+    assert stopped.steps_run == [4, 4]
+    torch.testing.assert_close(stopped.w_plus, short.w_plus, rtol=0, atol=0)
+    assert invert(G, targets, loss, InverterOptions(steps=6)).steps_run == [6, 6]  # off by default
+
+
+def test_losses_need_their_networks_and_identity_is_per_image():
+    with pytest.raises(ValueError, match="loss.lpips=0"):
+        InversionLoss(LossWeights())
+    encoder = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 16))
+    ident = IdentityLoss(encoder)
+    x = torch.randn(3, 3, 8, 8)
+    torch.testing.assert_close(ident(x, x), torch.zeros(3), atol=1e-6, rtol=0)
+    other = torch.randn(3, 3, 8, 8)
+    value = ident(x, other)
+    assert value.shape == (3,) and (value > 0).all() and (value <= 2).all()
+    total, terms = InversionLoss(LossWeights(lpips=0), identity=ident)(x, other, torch.zeros(3, 4, 2))
+    assert set(terms) == {"mse", "id", "delta_reg"} and total.shape == (3,)
+    torch.testing.assert_close(total, 0.1 * terms["mse"] + 0.05 * terms["id"])
+
+
+def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def test_invert_script(tmp_path, G):
+    out = tmp_path / "inv"
+    photo = SAMPLES / "images" / "london_021_neutral.jpg"
+    net = str(FIXTURES / "sg2_64.pkl")
+    proc = run(
+        [
+            "scripts/invert.py",
+            str(photo),
+            "--network",
+            net,
+            "--steps",
+            "5",
+            "--out",
+            str(out),
+            "loss.lpips=0",
+            "loss.id=0",
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr
+    latent = np.load(out / "latent.npy")
+    assert latent.shape == (G.num_ws, G.w_dim) and latent.dtype == np.float32
+    assert Image.open(out / "reconstruction.png").size == (64, 64)
+    assert Image.open(out / "comparison.png").size == (128, 64)
+    report = json.loads((out / "losses.json").read_text())
+    assert report["steps"] == 5 and {"mse", "delta_reg", "psnr"} <= report["final"].keys()
+    # Unaligned and not square: a one-line error, not a traceback.
+    proc = run(
+        [
+            "scripts/invert.py",
+            str(SAMPLES / "images" / "lisa2_small_offcenter.jpg"),
+            "--no-align",
+            "--network",
+            net,
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path / "x"),
+            "loss.lpips=0",
+            "loss.id=0",
+        ]
+    )
+    assert proc.returncode != 0 and "must be square" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_invert_script_names_missing_weights(tmp_path):
+    env = {
+        "REENACT_OFFLINE": "1",
+        "REENACT_CACHE": str(tmp_path / "cache"),
+        "TORCH_HOME": str(tmp_path / "th"),
+        "PATH": "/usr/bin:/bin",
+    }
+    photo = SAMPLES / "images" / "london_021_neutral.jpg"
+    proc = run(
+        [
+            "scripts/invert.py",
+            str(photo),
+            "--network",
+            str(FIXTURES / "sg2_64.pkl"),
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path / "o"),
+            "loss.lpips=0",
+        ],
+        env=env,
+    )
+    assert proc.returncode != 0 and "model_ir_se50.pth" in proc.stderr and str(tmp_path / "cache") in proc.stderr
+    proc = run(
+        [
+            "scripts/invert.py",
+            str(photo),
+            "--network",
+            str(FIXTURES / "sg2_64.pkl"),
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path / "o"),
+            "loss.id=0",
+        ],
+        env=env,
+    )
+    assert proc.returncode != 0 and "alexnet-owt-7be5be79.pth" in proc.stderr
