@@ -1,0 +1,144 @@
+"""Benchmark inversion: Adam steps/s and peak memory by batch size and LPIPS resolution, as images per hour.
+
+The full thesis loss runs (generator forward + backward, LPIPS-AlexNet, ArcFace IR-SE50, delta-reg) with random
+weights everywhere: speed and memory do not depend on the weights. Each (batch, loss resolution) runs in a fresh
+process so peak memory is its own (CPU: peak RSS above the process's size before the timed steps; CUDA:
+``max_memory_allocated`` above the same baseline). Images/hour assumes the thesis's 1000 steps per image; the
+thesis reports about 4 per hour (15 min per image on a GTX 1080 Ti).
+
+    python scripts/bench_inversion.py                                  # CPU, small SG3-T plan at 64 px
+    python scripts/bench_inversion.py --config r --resolution 1024 --w-dim 512 --device cuda --batches 1,4,8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from inversion.arcface import IRSE50, IdentityEncoder  # noqa: E402
+from inversion.inverter import InverterOptions, invert  # noqa: E402
+from inversion.losses import IdentityLoss, InversionLoss, LossWeights  # noqa: E402
+from inversion.perceptual import LPIPS  # noqa: E402
+from stylegan3.bench import PLANS, build_plan  # noqa: E402
+
+THESIS_IMAGES_PER_HOUR = 4.0  # 15 minutes per image, GTX 1080 Ti
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def run_one(args: argparse.Namespace) -> dict:
+    """Time ``args.steps`` inversion steps of one batch in this process."""
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    G = build_plan(args.config, args.resolution, args.w_dim).to(device)
+    lpips = LPIPS(device=device, _random_backbone=True)
+    identity = IdentityLoss(IdentityEncoder(IRSE50()).to(device))
+    loss_res = None if args.loss_resolution == 0 else args.loss_resolution
+    loss_fn = InversionLoss(LossWeights(), lpips=lpips, identity=identity, loss_resolution=loss_res)
+    targets = torch.rand(args.batch, 3, G.img_resolution, G.img_resolution, device=device) * 2 - 1
+    opts = InverterOptions(mixed_precision=args.amp, log_every=0)
+    invert(G, targets, loss_fn, InverterOptions(steps=args.warmup, log_every=0, mixed_precision=args.amp))
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _rss_bytes()
+    opts.steps = args.steps
+    start = time.perf_counter()
+    invert(G, targets, loss_fn, opts)
+    sync()
+    seconds = time.perf_counter() - start
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    return {"steps_per_s": args.steps / seconds, "peak_bytes": max(peak, 0)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", choices=sorted(PLANS), default="t", help="layer plan: t, r or sg2")
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--w-dim", type=int, default=64)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batches", default="1,4,8")
+    parser.add_argument("--loss-resolutions", default="0,256", help="LPIPS resolution, 0 = the generator's")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 2 CPU, 20 CUDA)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 1 CPU, 5 CUDA)")
+    parser.add_argument("--amp", action="store_true", help="generator float16 layers with loss scaling (CUDA)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--loss-resolution", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    cuda = args.device.startswith("cuda")
+    args.steps = (20 if cuda else 2) if args.steps is None else args.steps
+    args.warmup = (5 if cuda else 1) if args.warmup is None else args.warmup
+    if args.child:
+        print(json.dumps(run_one(args)))
+        return
+    print(
+        f"inversion benchmark: {args.config.upper()} plan at {args.resolution} px, w_dim {args.w_dim}, {args.device}"
+        f"{', mixed precision' if args.amp else ''}; full loss (MSE, LPIPS-AlexNet, ArcFace IR-SE50, delta-reg), "
+        f"random weights; {args.steps} timed steps; torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    common = [f"--config={args.config}", f"--resolution={args.resolution}", f"--w-dim={args.w_dim}",
+              f"--device={args.device}", f"--steps={args.steps}", f"--warmup={args.warmup}"]  # fmt: skip
+    common += ["--amp"] if args.amp else []
+    results = []
+    for loss_res in [int(x) for x in args.loss_resolutions.split(",")]:
+        if loss_res and loss_res >= args.resolution:
+            continue  # the same as full resolution
+        for batch in [int(x) for x in args.batches.split(",")]:
+            cmd = [sys.executable, __file__, "--child", f"--batch={batch}", f"--loss-resolution={loss_res}", *common]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            where = "full" if loss_res == 0 else str(loss_res)
+            if proc.returncode != 0:
+                reason = (proc.stderr.strip().splitlines() or ["unknown error"])[-1][:200]
+                print(f"  batch {batch:2d}  LPIPS at {where:>4}: failed: {reason}", flush=True)
+                results.append({"batch": batch, "loss_resolution": loss_res, "error": reason})
+                continue
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            per_hour = 3600 * r["steps_per_s"] * batch / 1000
+            r.update(batch=batch, loss_resolution=loss_res, images_per_hour=per_hour)
+            results.append(r)
+            print(
+                f"  batch {batch:2d}  LPIPS at {where:>4}: {r['steps_per_s']:7.3f} steps/s  "
+                f"peak {r['peak_bytes'] / 2**20:8.0f} MiB  {per_hour:8.2f} images/hour at 1000 steps "
+                f"({per_hour / THESIS_IMAGES_PER_HOUR:.2f}x the thesis's {THESIS_IMAGES_PER_HOUR:.0f}/hour)",
+                flush=True,
+            )
+    ok = [r for r in results if "error" not in r]
+    if ok:
+        base = next((r for r in ok if r["batch"] == 1 and r["loss_resolution"] == ok[0]["loss_resolution"]), ok[0])
+        for r in ok:
+            print(
+                f"  batch {r['batch']} / batch {base['batch']} (LPIPS {r['loss_resolution'] or 'full'}): throughput "
+                f"{r['images_per_hour'] / base['images_per_hour']:.2f}x, peak memory "
+                f"{r['peak_bytes'] / max(base['peak_bytes'], 1):.2f}x"
+            )
+    if args.json:
+        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
