@@ -13,7 +13,7 @@ from reenactment.image_io import read_image
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 RGB -> [1, 3, H, W] float32 in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    return torch.tensor(image).permute(2, 0, 1)[None].float() / 127.5 - 1.0  # a copy: inputs may be read-only
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -93,21 +93,31 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     return cfg
 
 
+_BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0"}
+
+
 def _flags_to_overrides(argv: list[str], cls: type) -> list[str]:
     """Also accept ``--key value``, ``--key=value`` and ``--no-key`` (booleans) for top-level config keys, and
-    bare positional values for the fields named in the class attribute ``POSITIONAL`` (in order)."""
+    bare positional values for the fields named in the class attribute ``POSITIONAL`` (in order), and the short
+    flags of ``ALIASES``."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     positional = list(getattr(cls, "POSITIONAL", ()))
+    aliases = dict(getattr(cls, "ALIASES", {}))  # short flags, e.g. {"-o": "output"}
     out: list[str] = []
     i = 0
     while i < len(argv):
         arg = argv[i]
+        if arg in aliases:
+            arg = f"--{aliases[arg]}"
         key, sep, value = arg[2:].partition("=")
         key = key.replace("-", "_")
         if arg.startswith("--no-") and key[3:] in fields and not sep:
             out.append(f"{key[3:]}=false")
         elif arg.startswith("--") and key in fields:
-            if not sep:
+            is_bool = fields[key].type in (bool, "bool")
+            if not sep and is_bool and (i + 1 >= len(argv) or argv[i + 1].lower() not in _BOOL_WORDS):
+                value = "true"  # a bare boolean flag: --concat
+            elif not sep:
                 if i + 1 >= len(argv):
                     raise SystemExit(f"error: --{key} needs a value")
                 value = argv[i + 1]

@@ -1,0 +1,259 @@
+"""The reenactment pipeline (thesis section 3.3 + what a user needs around it).
+
+Source: detect, FFHQ-align, invert once into W+ (cached on disk, keyed by the image bytes, the generator's
+weights and the inversion settings), render its landmark image L_s. Driving video, streamed twice: first the
+landmarks of every frame (frames without a face reuse the last good landmarks), smoothed over time and carried
+into a steady aligned crop; then, in batches, landmark image L_d -> mapper -> ``w_s + f(L_d - L_s)`` ->
+generator -> H.264 at the driving fps with the driving audio. Only landmark coordinates are kept for the whole
+clip (70 x 2 floats per frame); frames and images live one batch at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from inversion.inverter import InverterOptions, invert, synthesize
+from inversion.losses import LossWeights, build_inversion_loss
+from inversion.targets import to_tensor, to_uint8
+from stylegan3.io import cache_dir
+
+from .align import Crop, crop_transform, face_crop, stabilize_crops, transform_points, warp_crop
+from .image_io import read_image, write_image
+from .landmark_image import render_landmark_images
+from .landmarks import LandmarkDetector, NoFaceError
+from .prepare import IMAGE_SUFFIXES
+from .smoothing import smooth_landmarks
+from .video import VideoReader, VideoWriter
+
+
+@dataclass
+class SourceInversion:
+    """How the source is inverted (the thesis's settings by default); part of the latent cache key."""
+
+    options: InverterOptions = field(default_factory=InverterOptions)
+    loss: LossWeights = field(default_factory=LossWeights)
+    loss_resolution: int | None = None
+    arcface: str | None = None
+    alexnet: str | None = None
+
+
+@dataclass
+class DrivingOptions:
+    """How driving landmarks are tracked: the same smoothing and crop as ``prepare_dataset.py`` by default."""
+
+    smooth: bool = True
+    smooth_min_cutoff: float = 4.0
+    smooth_beta: float = 3.0
+    crop: str = "smooth"
+    crop_sigma_s: float = 0.3
+    tilt: str = "eyes"
+
+
+@dataclass
+class Source:
+    """The inverted source: ``w_s`` [num_ws, w_dim], its aligned image and landmarks (aligned frame pixels)."""
+
+    w_s: torch.Tensor
+    aligned: np.ndarray
+    points: np.ndarray
+    cached: bool
+
+
+def network_fingerprint(G: nn.Module) -> str:
+    """sha256 of the generator's weights and settings: the same network gives the same key on any device."""
+    digest = hashlib.sha256(json.dumps(getattr(G, "init_kwargs", {}), sort_keys=True, default=str).encode())
+    for name, tensor in G.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def source_cache_key(image_bytes: bytes, G: nn.Module, settings: SourceInversion, align: dict) -> str:
+    digest = hashlib.sha256(image_bytes)
+    digest.update(network_fingerprint(G).encode())
+    digest.update(json.dumps({"inversion": dataclasses.asdict(settings), "align": align}, sort_keys=True).encode())
+    return digest.hexdigest()[:32]
+
+
+def prepare_source(
+    G: nn.Module,
+    path: str | Path,
+    detector: LandmarkDetector,
+    settings: SourceInversion,
+    device: torch.device,
+    tilt: str = "eyes",
+    use_cache: bool = True,
+    progress: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
+    latent: np.ndarray | None = None,
+) -> Source:
+    """Detect, align and invert the source photo (or load its latent from the cache, or take ``latent``,
+    [num_ws, w_dim], as given)."""
+    image, points = detector.read(path)
+    crop = face_crop(points, tilt)
+    aligned, transform = warp_crop(image, crop, size=G.img_resolution)
+    points_aligned = transform_points(transform, points.astype(np.float64))
+    if latent is not None:
+        w_s = torch.as_tensor(np.asarray(latent, np.float32))
+        if tuple(w_s.shape) != (G.num_ws, G.w_dim):
+            raise ValueError(f"latent has shape {tuple(w_s.shape)}, the generator takes [{G.num_ws}, {G.w_dim}]")
+        return Source(w_s, aligned, points_aligned, cached=False)
+    key = source_cache_key(Path(path).read_bytes(), G, settings, {"backend": detector.backend, "tilt": tilt})
+    cache_file = cache_dir() / "latents" / f"{key}.npy"
+    if use_cache and cache_file.is_file():
+        return Source(torch.from_numpy(np.load(cache_file)), aligned, points_aligned, cached=True)
+    loss_fn = build_inversion_loss(settings.loss, settings.loss_resolution, settings.arcface, settings.alexnet, device)
+    result = invert(G, to_tensor(aligned).to(device), loss_fn, settings.options, callback=progress)
+    w_s = result.w_plus[0].cpu()
+    if use_cache:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(".tmp.npy")
+        np.save(tmp, w_s.numpy())
+        tmp.replace(cache_file)
+    return Source(w_s, aligned, points_aligned, cached=False)
+
+
+def is_image(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _driving_frames(path: str | Path) -> Iterator[np.ndarray]:
+    if is_image(path):
+        yield read_image(path)
+        return
+    with VideoReader(path) as reader:
+        yield from reader
+
+
+@dataclass
+class DrivingTrack:
+    """Driving landmarks in the aligned frame, [T, 70, 2] (output pixels), the per-frame crops and bookkeeping."""
+
+    points: np.ndarray
+    crops: np.ndarray
+    fps: float
+    missing: int
+    has_audio: bool
+
+
+def track_driving(
+    path: str | Path,
+    detector: LandmarkDetector,
+    size: int,
+    options: DrivingOptions,
+    on_frame: Callable[[], None] | None = None,
+) -> DrivingTrack:
+    """First pass over the driving clip: landmarks per frame (no face: the last good ones; before the first face:
+    the first good ones), smoothed, a steady crop, and the landmarks carried into the ``size`` aligned frame."""
+    raw = []
+    for frame in _driving_frames(path):
+        try:
+            raw.append(detector(frame))
+        except NoFaceError:
+            raw.append(np.full((70, 2), np.nan, np.float32))
+        if on_frame:
+            on_frame()
+    if not raw:
+        raise ValueError(f"no frames could be read from {path}")
+    track = np.asarray(raw, np.float64)
+    found = np.isfinite(track).all(axis=(1, 2))
+    if not found.any():
+        raise NoFaceError(f"no face found in any frame of {path}")
+    # Missing frames reuse the last good landmarks (the first good ones before any face was seen).
+    last = np.flatnonzero(found)
+    idx = np.maximum.accumulate(np.where(found, np.arange(len(track)), -1))
+    idx[idx < 0] = last[0]
+    track = track[idx]
+    video = not is_image(path)
+    if video:
+        info = VideoReader(path)
+        fps, has_audio = info.fps, info.has_audio
+        info.close()
+    else:
+        fps, has_audio = 25.0, False
+    if video and options.smooth and len(track) > 2:
+        track = smooth_landmarks(track, fps, min_cutoff=options.smooth_min_cutoff, beta=options.smooth_beta)
+    crops = np.stack([face_crop(p, options.tilt).as_array() for p in track])
+    if video:
+        crops = stabilize_crops(crops, fps, options.crop_sigma_s, options.crop)
+    points = np.stack([transform_points(crop_transform(Crop.from_array(c), size), p) for c, p in zip(crops, track)])
+    return DrivingTrack(points.astype(np.float32), crops, fps, int((~found).sum()), has_audio)
+
+
+class Reenactor:
+    """Source latent + mapper + generator: driving landmarks -> reenacted frames, in batches."""
+
+    def __init__(self, G: nn.Module, mapper: nn.Module, source: Source, device: torch.device) -> None:
+        self.G, self.mapper, self.source, self.device = G, mapper.eval(), source, device
+        settings = mapper.landmark_settings
+        self.image_size, self.frame_size = settings["image_size"], settings["frame_size"]
+        self.render_kwargs = {k: settings[k] for k in ("line_width", "dot_diameter", "value") if k in settings}
+        self.L_s = self.render(source.points[None])[0]
+        self.w_s = source.w_s.to(device)
+
+    def render(self, points: np.ndarray) -> np.ndarray:
+        """[N, 70, 2] points in the generator's aligned frame -> [N, S, S, 3] uint8 landmark images, drawn as
+        the mapper was trained (landmarks scaled to its training frame size)."""
+        scaled = points * (self.frame_size / self.G.img_resolution)
+        return render_landmark_images(scaled, size=self.image_size, image_size=self.frame_size, **self.render_kwargs)
+
+    @torch.no_grad()
+    def frames(self, points: np.ndarray) -> np.ndarray:
+        """[N, 70, 2] driving landmarks (aligned frame) -> [N, res, res, 3] uint8 reenacted frames."""
+        w = self.mapper.predict(self.w_s, self.render(points), self.L_s)
+        return to_uint8(synthesize(self.G, w))
+
+
+def reenact(
+    reenactor: Reenactor,
+    driving: str | Path,
+    output: str | Path,
+    detector: LandmarkDetector,
+    options: DrivingOptions,
+    batch_size: int = 8,
+    concat: bool = False,
+    on_frames: Callable[[int], None] | None = None,
+    on_tracked: Callable[[], None] | None = None,
+) -> dict:
+    """Reenact the source with a driving clip (or image) into ``output`` (mp4, or an image for an image).
+
+    Returns ``{"frames", "missing", "fps", "output"}``.
+    """
+    res = reenactor.G.img_resolution
+    track = track_driving(driving, detector, res, options, on_tracked)
+    output = Path(output)
+    if is_image(driving):
+        if not is_image(output):
+            output = output.with_suffix(".png")
+        frame = reenactor.frames(track.points)[0]
+        if concat:
+            frame = _panels(next(_driving_frames(driving)), track.crops[0], reenactor.source.aligned, frame)
+        write_image(output, frame)
+        return {"frames": 1, "missing": track.missing, "fps": None, "output": str(output)}
+    audio = driving if track.has_audio else None
+    with VideoWriter(output, track.fps, audio_from=audio) as writer:
+        frames = _driving_frames(driving) if concat else None
+        for start in range(0, len(track.points), batch_size):
+            batch = reenactor.frames(track.points[start : start + batch_size])
+            for i, result in enumerate(batch):
+                if frames is not None:
+                    result = _panels(next(frames), track.crops[start + i], reenactor.source.aligned, result)
+                writer.write(result)
+            if on_frames:
+                on_frames(len(batch))
+    return {"frames": len(track.points), "missing": track.missing, "fps": track.fps, "output": str(output)}
+
+
+def _panels(driving_frame: np.ndarray, crop: np.ndarray, source_aligned: np.ndarray, result: np.ndarray):
+    """driving (aligned with its steady crop) | source | result, each at the output resolution."""
+    res = result.shape[0]
+    driving_aligned, _ = warp_crop(driving_frame, Crop.from_array(crop), size=res)
+    return np.concatenate([driving_aligned, source_aligned, result], axis=1)

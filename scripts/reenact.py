@@ -1,0 +1,121 @@
+"""Reenact a photo with a driving video: the person in SOURCE makes the expressions of DRIVING, at the
+generator's resolution, at the driving clip's fps and with its sound.
+
+python scripts/reenact.py source.png driving.mp4 -o out.mp4 --network stylegan3-r-ffhq-1024x1024 --mapper runs/mapper
+python scripts/reenact.py source.png driving.mp4 -o out.mp4 --mapper runs/mapper --concat    # driving | source | result
+python scripts/reenact.py source.png driving.jpg -o out.png --mapper runs/mapper              # one driving image
+
+The source is inverted once (``steps`` Adam steps, the thesis's loss) and its latent cached under
+$REENACT_CACHE/latents, keyed by the image, the network and the inversion settings; ``latent=FILE.npy`` uses a
+given W+ instead. Driving frames without a face reuse the last good landmarks (counted in the log).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import stylegan3  # noqa: E402
+from inversion.inverter import InverterOptions  # noqa: E402
+from inversion.losses import LossWeights  # noqa: E402
+from reenactment.landmarks import LandmarkDetector, NoFaceError  # noqa: E402
+from reenactment.mapper import load_mapper  # noqa: E402
+from reenactment.pipeline import (  # noqa: E402
+    DrivingOptions,
+    Reenactor,
+    SourceInversion,
+    prepare_source,
+    reenact,
+)
+from stylegan3.config import parse_cli, save_config  # noqa: E402
+
+
+@dataclass
+class ReenactConfig(DrivingOptions):
+    POSITIONAL: ClassVar[tuple[str, ...]] = ("source", "driving")
+    ALIASES: ClassVar[dict[str, str]] = {"-o": "output"}
+    source: str = ""  # photo of the person to animate
+    driving: str = ""  # driving video (or one image)
+    output: str = "out/reenacted.mp4"  # -o: the mp4 to write (an image when DRIVING is an image)
+    network: str = "stylegan3-r-ffhq-1024x1024"  # generator: .pkl, weights folder or known name
+    mapper: str = ""  # MAPPER_DIR written by train_mapper.py
+    concat: bool = False  # write driving | source | result side by side
+    device: str = "auto"  # auto (cuda if available), cpu, cuda, mps
+    batch_size: int = 8  # driving frames per generator batch
+    backend: str = "dlib"  # landmark backend: dlib or mediapipe
+    latent: str | None = None  # the source's W+ as .npy [num_ws, w_dim]: skip inverting it
+    cache: bool = True  # cache the source latent under $REENACT_CACHE/latents
+    steps: int = 1000  # inversion steps for the source (thesis: 1000)
+    loss: LossWeights = field(default_factory=LossWeights)  # inversion loss weights (eq. 3.5)
+    loss_resolution: int | None = None  # LPIPS resolution for the inversion (None: full)
+    arcface: str | None = None  # model_ir_se50.pth for the inversion's ID loss
+    alexnet: str | None = None  # torchvision AlexNet weights for the inversion's LPIPS
+
+
+def main(argv: list[str] | None = None) -> Path:
+    cfg = parse_cli(ReenactConfig, argv, __doc__)
+    if not cfg.source or not cfg.driving or not cfg.mapper:
+        raise SystemExit("error: give SOURCE, DRIVING and --mapper MAPPER_DIR")
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    start = time.time()
+    try:
+        G = stylegan3.load(cfg.network, device=device)
+        mapper = load_mapper(cfg.mapper, device=device)
+        if (mapper.num_ws, mapper.w_dim) != (G.num_ws, G.w_dim):
+            raise ValueError(
+                f"the mapper predicts [{mapper.num_ws}, {mapper.w_dim}] latents but the generator takes "
+                f"[{G.num_ws}, {G.w_dim}]: they were not trained together"
+            )
+        detector = LandmarkDetector(cfg.backend)
+        settings = SourceInversion(
+            InverterOptions(steps=cfg.steps), cfg.loss, cfg.loss_resolution, cfg.arcface, cfg.alexnet
+        )
+        if cfg.latent:
+            latent = np.load(cfg.latent)
+            source = prepare_source(G, cfg.source, detector, settings, device, cfg.tilt, latent=latent)
+        else:
+            bar = tqdm(total=cfg.steps, unit="step", desc="invert source", leave=False)
+            source = prepare_source(
+                G, cfg.source, detector, settings, device, cfg.tilt, cfg.cache, lambda s, t: bar.update(1)
+            )
+            bar.close()
+            print("source latent: " + ("from the cache" if source.cached else f"inverted in {cfg.steps} steps"))
+        reenactor = Reenactor(G, mapper, source, device)
+        tracked = tqdm(unit="frame", desc="landmarks", leave=False)
+        written = tqdm(unit="frame", desc="reenact")
+        result = reenact(
+            reenactor,
+            cfg.driving,
+            cfg.output,
+            detector,
+            cfg,
+            cfg.batch_size,
+            cfg.concat,
+            written.update,
+            tracked.update,
+        )
+        tracked.close()
+        written.close()
+    except (OSError, ValueError, NoFaceError) as err:
+        raise SystemExit(f"error: {err}") from None
+    out = Path(result["output"])
+    save_config(cfg, out.with_name(out.stem + ".config.yaml"))
+    if result["missing"]:
+        print(
+            f"{result['missing']} of {result['frames']} driving frames had no face: they reuse the last good landmarks"
+        )
+    print(f"wrote {out} ({result['frames']} frames) in {time.time() - start:.1f} s")
+    return out
+
+
+if __name__ == "__main__":
+    main()

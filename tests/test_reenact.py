@@ -1,0 +1,120 @@
+"""reenact.py end to end with tiny networks: a London face driven by a GRID clip, with its sound."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import FIXTURES, SAMPLES, grid_frames
+
+from reenactment.mapper import MappingNetwork, save_mapper
+from reenactment.video import VideoReader, VideoWriter, probe_video
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCE = SAMPLES / "images" / "london_003_neutral.jpg"
+DRIVING = SAMPLES / "videos" / "grid_lbax4n.mpg"
+
+
+@pytest.fixture(scope="module")
+def mapper_dir(tmp_path_factory) -> Path:
+    """An untrained tiny mapper for the sg2_64 fixture generator (10 x 64 latents)."""
+    torch.manual_seed(0)
+    model = MappingNetwork(image_size=128, num_ws=10, w_dim=64, channels=(8, 8, 16, 16, 32, 32, 32, 32))
+    return save_mapper(model, tmp_path_factory.mktemp("mapper"))
+
+
+def reenact(source: Path, driving: Path, out: Path, mapper: Path, cache: Path, *extra: str):
+    cmd = [sys.executable, "scripts/reenact.py", str(source), str(driving), "-o", str(out),
+           "--network", str(FIXTURES / "sg2_64.pkl"), "--mapper", str(mapper), "steps=3", "loss.lpips=0",
+           "loss.id=0", *extra]  # fmt: skip
+    env = {"PATH": "/usr/bin:/bin", "REENACT_CACHE": str(cache), "REENACT_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_grid_clip_keeps_frames_fps_audio_duration(tmp_path, mapper_dir):
+    out = tmp_path / "out.mp4"
+    proc = reenact(SOURCE, DRIVING, out, mapper_dir, tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info, src = probe_video(out), probe_video(DRIVING)
+    assert info.frame_count == 75 and info.fps == 25.0 and info.has_audio and info.audio_codec == "aac"
+    assert (info.width, info.height) == (64, 64)
+    assert abs(info.duration - src.duration) <= 0.05
+    with VideoReader(out) as reader:
+        assert sum(1 for _ in reader) == 75
+    assert "inverted in 3 steps" in proc.stdout
+    # The second run takes the source latent from the cache, and --concat writes three panels.
+    out2 = tmp_path / "concat.mp4"
+    proc = reenact(SOURCE, DRIVING, out2, mapper_dir, tmp_path / "cache", "--concat")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "from the cache" in proc.stdout
+    info2 = probe_video(out2)
+    assert (info2.width, info2.height) == (3 * 64, 64) and info2.frame_count == 75
+    with VideoReader(out2) as reader:
+        first = next(iter(reader))
+    with VideoReader(out) as reader:
+        result = next(iter(reader))
+    assert np.abs(first[:, 128:].astype(int) - result.astype(int)).mean() < 3  # the result panel is the result
+
+
+def test_frames_without_face_reuse_the_last_landmarks(tmp_path, mapper_dir):
+    clip = tmp_path / "gaps.mp4"
+    frames = grid_frames("grid_lbax4n")[:20]
+    with VideoWriter(clip, 25.0) as writer:
+        for t, frame in enumerate(frames):
+            writer.write(np.zeros_like(frame) if t in (0, 7, 8) else frame)
+    out = tmp_path / "out.mp4"
+    proc = reenact(SOURCE, clip, out, mapper_dir, tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "3 of 20 driving frames had no face" in proc.stdout
+    assert probe_video(out).frame_count == 20
+
+
+def test_single_driving_image_and_clear_errors(tmp_path, mapper_dir):
+    driving = SAMPLES / "images" / "grid_lrwp9a_frame010_openmouth.png"
+    proc = reenact(SOURCE, driving, tmp_path / "one.mp4", mapper_dir, tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "one.png").is_file()
+    blank = tmp_path / "blank.png"
+    from PIL import Image
+
+    Image.fromarray(np.full((100, 100, 3), 90, np.uint8)).save(blank)
+    proc = reenact(blank, DRIVING, tmp_path / "x.mp4", mapper_dir, tmp_path / "cache")
+    assert proc.returncode != 0 and "no face found in" in proc.stderr and "Traceback" not in proc.stderr
+    proc = reenact(SOURCE, DRIVING, tmp_path / "x.mp4", tmp_path / "nomapper", tmp_path / "cache")
+    assert proc.returncode != 0 and "mapper.json" in proc.stderr
+
+
+def test_reenactor_feeds_the_mapper_what_it_was_trained_on(mapper_dir):
+    from conftest import detector, grid_track, load_fixture
+
+    from reenactment.landmark_image import render_landmark_images
+    from reenactment.mapper import load_mapper
+    from reenactment.pipeline import DrivingOptions, Reenactor, Source, track_driving
+
+    G = load_fixture("sg2_64").eval()
+    mapper = load_mapper(mapper_dir)
+    track = track_driving(DRIVING, detector("dlib"), G.img_resolution, DrivingOptions())
+    assert track.points.shape == (75, 70, 2) and track.missing == 0 and track.fps == 25.0 and track.has_audio
+    # Driving landmarks are the smoothed detections carried into the steady aligned crop (as prepare_dataset does).
+    raw = grid_track("grid_lbax4n", "dlib")
+    assert np.abs(track.points[:, 48:68].std(0) - 0).mean() > 0.1  # the mouth moves
+    assert np.corrcoef(track.points[:, 66, 1] - track.points[:, 62, 1], raw[:, 66, 1] - raw[:, 62, 1])[0, 1] > 0.9
+    w_s = G.mean_w()
+    source = Source(w_s, np.zeros((64, 64, 3), np.uint8), track.points[0], cached=False)
+    reenactor = Reenactor(G, mapper, source, torch.device("cpu"))
+    # Landmark images are drawn in the mapper's training frame (1024 px) at its input size.
+    expected = render_landmark_images(track.points[:3] * (1024 / 64), size=128, image_size=1024)
+    np.testing.assert_array_equal(reenactor.render(track.points[:3]), expected)
+    with torch.no_grad():
+        w = mapper.predict(w_s, expected, reenactor.L_s)
+        zero = w_s + mapper(torch.zeros(1, 3, 128, 128))
+    torch.testing.assert_close(w[0], zero[0])  # frame 0 is the source's own landmarks: a zero delta
+    assert not torch.equal(w[0], w[2])
+    from inversion.inverter import synthesize
+    from inversion.targets import to_uint8
+
+    np.testing.assert_array_equal(reenactor.frames(track.points[:3]), to_uint8(synthesize(G, w)))
