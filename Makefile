@@ -1,13 +1,15 @@
 # make setup  - create .venv with everything (torch pinned, see requirements.txt)
 # make test   - lint, format check and the test suite (CI runs this)
-# make demo   - generate a grid of faces; G=path/or/known-name to use real weights
+# make demo   - the whole path offline with tiny untrained networks (prepare -> invert -> train -> reenact);
+#               G=... MAPPER=... [SOURCE=photo DRIVING=clip] reenacts with real files instead
+# make generate - a grid of faces from seeds; G=path/or/known-name to use real weights
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= out/demo
 SEEDS ?= 0-7
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo generate clean
 
 setup: $(VENV)/.installed
 
@@ -24,7 +26,11 @@ test: setup
 	$(PY) -m pytest -q
 
 demo: setup
-	$(PY) scripts/generate.py $(if $(G),network=$(G),network=random) seeds=$(SEEDS) out=$(OUT)
+	$(PY) scripts/demo.py out=$(OUT) $(if $(G),network=$(G)) $(if $(MAPPER),mapper=$(MAPPER)) \
+		$(if $(SOURCE),source=$(SOURCE)) $(if $(DRIVING),driving=$(DRIVING))
+
+generate: setup
+	$(PY) scripts/generate.py $(if $(G),network=$(G),network=random) seeds=$(SEEDS) out=out/generate
 
 clean:
 	rm -rf $(VENV) out

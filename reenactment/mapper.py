@@ -1,0 +1,280 @@
+"""The mapping network f (METHOD.md section 4): landmark-image difference -> W+ displacement.
+
+Reenactment predicts the driving frame's latent as ``w_s + f(L_d - L_s)``: the source's inverted latent plus a
+displacement read off the difference of the two landmark images. The network is a plain CNN: eight blocks of
+Conv + BatchNorm + LeakyReLU(0.01) with a 2x max-pool after all but the last, then a two-layer head
+(Linear -> BatchNorm1d -> LeakyReLU -> Linear). At the thesis's 580 px input it has 18,890,624 parameters.
+
+Saved as ``mapper.safetensors`` (weights, BatchNorm statistics included) + ``mapper.json`` (constructor
+arguments and the landmark-image settings it was trained with); :func:`load_mapper` rebuilds it strictly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .landmark_image import default_dot_diameter, default_line_width
+
+FORMAT = "landmark-reenact/mapper"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "mapper.safetensors"
+CONFIG_FILE = "mapper.json"
+THESIS_CHANNELS = (16, 32, 64, 128, 256, 512, 512, 512)
+STROKE_VALUE = 153  # grey level of the strokes in the training images (render_landmark_image's default)
+
+
+class ConvBlock(nn.Module):
+    """Conv (k x k, 'same' padding) -> BatchNorm2d -> LeakyReLU, then an optional 2x max-pool."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, negative_slope: float, pool: bool):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.act = nn.LeakyReLU(negative_slope)
+        self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.act(self.bn(self.conv(x))))
+
+
+class MappingNetwork(nn.Module):
+    """f: [N, 3, S, S] landmark-image difference in [-1, 1] -> [N, num_ws, w_dim] W+ displacement."""
+
+    def __init__(
+        self,
+        image_size: int = 580,  # side S of the landmark images (the thesis: 580)
+        num_ws: int = 16,  # latents in W+ (StyleGAN3 FFHQ 1024: 16)
+        w_dim: int = 512,  # width of each latent
+        channels: Sequence[int] = THESIS_CHANNELS,  # output channels of each conv block; the first is 5x5, the rest 3x3
+        hidden: int = 768,  # width of the head's hidden layer
+        negative_slope: float = 0.01,  # LeakyReLU slope, everywhere
+    ):
+        super().__init__()
+        channels = tuple(int(c) for c in channels)
+        if not channels:
+            raise ValueError("channels must name at least one conv block")
+        side = int(image_size)
+        for _ in range(len(channels) - 1):  # a max-pool after every block but the last
+            side //= 2
+        if side < 1:
+            need = 2 ** (len(channels) - 1)
+            raise ValueError(
+                f"image_size {image_size} is too small for {len(channels)} conv blocks: "
+                f"{len(channels) - 1} max-pools need at least {need} px (use fewer blocks or a larger image)"
+            )
+        self.init_kwargs = {  # what rebuilds this network: saved with its weights
+            "image_size": int(image_size),
+            "num_ws": int(num_ws),
+            "w_dim": int(w_dim),
+            "channels": list(channels),
+            "hidden": int(hidden),
+            "negative_slope": float(negative_slope),
+        }
+        self.image_size, self.num_ws, self.w_dim = int(image_size), int(num_ws), int(w_dim)
+        self.feature_side = side  # spatial side after the conv blocks (4 at 580)
+        self.landmark_settings = landmark_settings(self.image_size)  # how its input images are drawn
+
+        blocks = []
+        in_channels = 3
+        for i, out_channels in enumerate(channels):
+            kernel = 5 if i == 0 else 3
+            blocks.append(ConvBlock(in_channels, out_channels, kernel, negative_slope, pool=i < len(channels) - 1))
+            in_channels = out_channels
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(in_channels * side * side, hidden)
+        self.fc_bn = nn.BatchNorm1d(hidden)
+        self.fc_act = nn.LeakyReLU(negative_slope)
+        self.out = nn.Linear(hidden, num_ws * w_dim)  # no activation: a displacement can have any sign and size
+
+    def forward(self, landmark_delta: torch.Tensor) -> torch.Tensor:
+        """[N, 3, S, S] float (L_d - L_s, in [-1, 1]) -> [N, num_ws, w_dim] displacement of the source's W+."""
+        expected = (3, self.image_size, self.image_size)
+        if landmark_delta.ndim != 4 or tuple(landmark_delta.shape[1:]) != expected:
+            shape = tuple(landmark_delta.shape)
+            raise ValueError(f"expected a landmark delta [N, 3, {self.image_size}, {self.image_size}], got {shape}")
+        x = self.blocks(landmark_delta)
+        x = self.fc_act(self.fc_bn(self.fc(x.flatten(1))))
+        return self.out(x).view(-1, self.num_ws, self.w_dim)
+
+    def predict(
+        self, w_s: torch.Tensor, L_d: torch.Tensor | np.ndarray, L_s: torch.Tensor | np.ndarray
+    ) -> torch.Tensor:
+        """The driving frame's latent ``w_s + f(L_d - L_s)``.
+
+        Args:
+            w_s: [num_ws, w_dim] or [N, num_ws, w_dim] float, the source's W+ latent.
+            L_d: driving landmark images, as accepted by :func:`landmark_delta` ([N, S, S, 3] uint8, ...).
+            L_s: source landmark image(s), same forms; one image broadcasts over all N driving images.
+
+        Returns:
+            [N, num_ws, w_dim] float on ``w_s``'s device. Call it under ``torch.no_grad()`` and with the
+            network in eval mode for inference (BatchNorm then uses its training statistics).
+        """
+        param = next(self.parameters())
+        delta = landmark_delta(L_d, L_s, device=param.device).to(param.dtype)
+        return w_s + self(delta).to(device=w_s.device, dtype=w_s.dtype)
+
+    def extra_repr(self) -> str:
+        return (
+            f"image_size={self.image_size}, num_ws={self.num_ws}, w_dim={self.w_dim}, feature_side={self.feature_side}"
+        )
+
+
+def landmark_settings(image_size: int, frame_size: int = 1024) -> dict:
+    """How the network's input images are drawn: ``image_size`` px images of landmarks given in an aligned
+    ``frame_size`` px frame, with :func:`~reenactment.landmark_image.render_landmark_image`'s default strokes."""
+    return {
+        "image_size": int(image_size),
+        "frame_size": int(frame_size),
+        "line_width": default_line_width(int(image_size)),
+        "dot_diameter": default_dot_diameter(int(image_size)),
+        "value": STROKE_VALUE,
+    }
+
+
+def _as_float_chw(images: torch.Tensor | np.ndarray, device: torch.device | str | None) -> torch.Tensor:
+    """Landmark images -> float32 [..., 3, S, S] in [0, 1] (uint8 divided by 255; float taken as [0, 1])."""
+    x = torch.as_tensor(images, device=device)
+    if x.ndim < 3:
+        raise ValueError(f"landmark images must be [..., S, S, 3] or [..., 3, S, S], got shape {tuple(x.shape)}")
+    if x.dtype == torch.uint8:
+        channels_last = x.shape[-1] == 3
+        x = x.to(torch.float32) / 255
+    elif x.is_floating_point():
+        channels_last = x.shape[-1] == 3 and x.shape[-3] != 3
+        x = x.to(torch.float32)
+    else:
+        raise ValueError(f"landmark images must be uint8 or float in [0, 1], got {x.dtype}")
+    if channels_last:
+        x = x.movedim(-1, -3)
+    if x.shape[-3] != 3 or x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"landmark images must be square with 3 channels, got shape {tuple(images.shape)}")
+    return x
+
+
+def landmark_delta(
+    L_d: torch.Tensor | np.ndarray, L_s: torch.Tensor | np.ndarray, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """The network's input ``(L_d - L_s) / 255``: [N, 3, S, S] float32 in [-1, 1].
+
+    Args:
+        L_d: driving landmark images: uint8 [S, S, 3] or [N, S, S, 3] (as rendered), numpy or torch; or float
+            tensors already in [0, 1], [N, 3, S, S] or [N, S, S, 3].
+        L_s: source landmark image(s), the same forms; broadcast against ``L_d``.
+        device: where to compute (default: where the inputs are). Moving uint8 images and converting there
+            keeps host-to-device copies 4x smaller.
+    """
+    delta = _as_float_chw(L_d, device) - _as_float_chw(L_s, device)
+    if delta.ndim == 3:
+        delta = delta[None]
+    if delta.ndim != 4:
+        raise ValueError(f"landmark images must be one image or a batch, got a delta of shape {tuple(delta.shape)}")
+    return delta
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write ``path`` through a temporary file in its folder and a rename, so a kill leaves the old file or none."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_mapper(
+    model: nn.Module, directory: str | os.PathLike, extra: dict | None = None, *, frame_size: int | None = None
+) -> Path:
+    """Write ``mapper.safetensors`` + ``mapper.json`` into ``directory`` (created), each atomically.
+
+    Args:
+        model: a :class:`MappingNetwork` (a DistributedDataParallel wrapper is unwrapped).
+        directory: the MAPPER_DIR.
+        extra: JSON-serialisable information stored under ``"extra"`` (e.g. the epoch and the training losses).
+        frame_size: side of the aligned frame the training landmarks were given in; default: the model's
+            ``landmark_settings["frame_size"]`` (1024 unless it was loaded with another value).
+    """
+    model = getattr(model, "module", model)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    settings = dict(model.landmark_settings)
+    if frame_size is not None:
+        settings["frame_size"] = int(frame_size)
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "init_kwargs": model.init_kwargs,
+        "landmarks": settings,
+        "extra": extra or {},
+    }
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    _atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
+    _atomic_write(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
+    return directory
+
+
+def _mapper_dir(path: str | os.PathLike) -> Path:
+    """A MAPPER_DIR given as the folder or as either of its two files."""
+    path = Path(path)
+    return path.parent if path.name in (CONFIG_FILE, WEIGHTS_FILE) else path
+
+
+def read_mapper_config(directory: str | os.PathLike) -> dict:
+    """The ``mapper.json`` of a MAPPER_DIR (``format``, ``init_kwargs``, ``landmarks``, ``extra``)."""
+    directory = _mapper_dir(directory)
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    missing = [p.name for p in (config_path, weights_path) if not p.is_file()]
+    if missing:
+        hint = ""
+        if (directory / "latest.json").is_file():
+            latest = json.loads((directory / "latest.json").read_text())["checkpoint"]
+            hint = f" (training has not finished: the last finished epoch is in {directory / latest})"
+        raise FileNotFoundError(
+            f"{directory}: missing {' and '.join(missing)}; a mapper folder (written by train_mapper.py) "
+            f"holds {CONFIG_FILE} and {WEIGHTS_FILE}{hint}"
+        )
+    config = json.loads(config_path.read_text())
+    if config.get("format") != FORMAT:
+        raise ValueError(f"{config_path}: not a mapping-network config (format {config.get('format')!r})")
+    if config.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{config_path}: format version {config['format_version']} is newer than this code's")
+    return config
+
+
+def load_mapper(directory: str | os.PathLike, device: str | torch.device = "cpu") -> MappingNetwork:
+    """Rebuild a saved mapping network (strict: every tensor present with its shape), in eval mode on ``device``.
+
+    ``directory`` is a MAPPER_DIR (a train_mapper.py run folder or one of its ``checkpoints/epoch_NNN``), or either
+    of its two files. Its ``landmark_settings`` (image size, the frame size of the training landmarks, stroke
+    sizes) come from the saved config.
+    """
+    directory = _mapper_dir(directory)
+    config = read_mapper_config(directory)
+    model = MappingNetwork(**config["init_kwargs"])
+    model.landmark_settings.update(config.get("landmarks", {}))
+    state = load_file(str(directory / WEIGHTS_FILE))
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(
+            f"{directory / WEIGHTS_FILE}: weights do not match {CONFIG_FILE} "
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
+    for key, value in state.items():
+        if value.shape != own[key].shape:
+            raise ValueError(
+                f"{directory / WEIGHTS_FILE}: {key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}"
+            )
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval()

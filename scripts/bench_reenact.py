@@ -1,0 +1,122 @@
+"""Benchmark reenactment: frames/s of each stage (decode, landmarks, landmark images + mapper, generator, encode)
+and end to end, measured in one run. Random weights (speed does not depend on them).
+
+    python scripts/bench_reenact.py                                   # CPU: SG3-T plan at 64 px, mapper at 128 px
+    python scripts/bench_reenact.py --config r --resolution 1024 --w-dim 512 --mapper-size 580 --device cuda
+
+The goal at 1024 px with the R plan on an H100 is real time: 25 frames/s or more end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from inversion.inverter import synthesize  # noqa: E402
+from inversion.targets import to_uint8  # noqa: E402
+from reenactment.landmarks import LandmarkDetector  # noqa: E402
+from reenactment.mapper import MappingNetwork  # noqa: E402
+from reenactment.pipeline import DrivingOptions, Reenactor, Source, reenact, track_driving  # noqa: E402
+from reenactment.video import VideoReader, VideoWriter  # noqa: E402
+from stylegan3.bench import PLANS, build_plan  # noqa: E402
+
+SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "samples" / "videos" / "grid_lbax4n.mpg"
+
+
+def timed(fn, sync) -> float:
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--driving", type=Path, default=SAMPLE, help="driving clip (default: a GRID sample)")
+    parser.add_argument("--config", choices=sorted(PLANS), default="t")
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--w-dim", type=int, default=64)
+    parser.add_argument("--mapper-size", type=int, default=128, help="landmark image size (thesis: 580)")
+    parser.add_argument("--thesis-mapper", action="store_true", help="the thesis's channel widths (default: tiny)")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", action="store_true", help="generator float16 layers (CUDA)")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    torch.manual_seed(0)
+    G = build_plan(args.config, args.resolution, args.w_dim).to(device)
+    channels = (16, 32, 64, 128, 256, 512, 512, 512) if args.thesis_mapper else (8, 8, 16, 16, 32, 32, 32, 32)
+    mapper = MappingNetwork(args.mapper_size, G.num_ws, args.w_dim, channels).to(device).eval()
+    detector = LandmarkDetector("dlib")
+    print(
+        f"reenactment benchmark: {args.config.upper()} plan {args.resolution} px, mapper {args.mapper_size} px "
+        f"({sum(p.numel() for p in mapper.parameters()):,} params), batch {args.batch}, {args.device}; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; driving {args.driving.name}"
+    )
+    with VideoReader(args.driving) as reader:
+        frames = list(reader)
+    n = len(frames)
+    rates: dict[str, float] = {}
+    rates["decode"] = n / timed(lambda: sum(1 for _ in VideoReader(args.driving)), sync)
+    rates["landmarks"] = n / timed(lambda: [detector(f) for f in frames], sync)
+    track = track_driving(args.driving, detector, G.img_resolution, DrivingOptions())
+    source = Source(G.mean_w().cpu(), np.zeros((G.img_resolution,) * 2 + (3,), np.uint8), track.points[0], False)
+    reenactor = Reenactor(G, mapper, source, device)
+    batches = [track.points[i : i + args.batch] for i in range(0, n, args.batch)]
+    with torch.no_grad():
+        reenactor.frames(batches[0])  # warm-up
+        ws = []
+
+        def run_mapper() -> None:
+            ws.clear()
+            ws.extend(mapper.predict(reenactor.w_s, reenactor.render(b), reenactor.L_s) for b in batches)
+
+        rates["landmark images + mapper"] = n / timed(run_mapper, sync)
+        images = []
+
+        def run_generator() -> None:
+            images.clear()
+            images.extend(to_uint8(synthesize(G, w, args.amp)) for w in ws)
+
+        rates["generator"] = n / timed(run_generator, sync)
+    with tempfile.TemporaryDirectory() as tmp:
+
+        def encode() -> None:
+            with VideoWriter(Path(tmp) / "enc.mp4", 25.0) as writer:
+                for batch in images:
+                    for frame in batch:
+                        writer.write(frame)
+
+        rates["encode"] = n / timed(encode, sync)
+        # End to end: the pipeline as reenact.py runs it (two decodes, landmarks, smoothing, batches, audio).
+        out = Path(tmp) / "e2e.mp4"
+        rates["end to end"] = n / timed(
+            lambda: reenact(reenactor, args.driving, out, detector, DrivingOptions(), args.batch), sync
+        )
+    for stage, fps in rates.items():
+        print(f"  {stage:26s} {fps:9.1f} frames/s")
+    slowest = min((k for k in rates if k != "end to end"), key=rates.get)
+    print(f"  slowest stage: {slowest}; end to end is {rates['end to end'] / 25:.2f}x real time at 25 fps")
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "fps": rates}, indent=2))
+    return rates
+
+
+if __name__ == "__main__":
+    main()
