@@ -116,6 +116,10 @@ def _flags_to_overrides(argv: list[str], cls: type) -> list[str]:
             arg = f"--{aliases[arg]}"
         key, sep, value = arg[2:].partition("=")
         key = key.replace("-", "_")
+        if arg == "--config" and i + 1 < len(argv):  # its value is a file, not a positional
+            out += [arg, argv[i + 1]]
+            i += 2
+            continue
         if arg.startswith("--no-") and key[3:] in fields and not sep:
             out.append(f"{key[3:]}=false")
         elif arg.startswith("--") and key in fields:

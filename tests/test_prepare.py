@@ -6,7 +6,9 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -136,3 +138,20 @@ def test_cli_accepts_flags_and_key_value():
     cfg = parse_cli(Cfg, ["--input", "a/b", "--size=64"])
     assert (cfg.input, cfg.size) == ("a/b", 64)
     assert parse_cli(Cfg, ["size=32"]).size == 32
+
+
+def test_cli_positional_after_config_file(tmp_path):
+    @dataclass
+    class Cfg:
+        POSITIONAL: ClassVar[tuple[str, ...]] = ("image",)
+        ALIASES: ClassVar[dict[str, str]] = {"-o": "out"}
+        image: str = ""
+        out: str = ""
+        steps: int = 1
+        align: bool = True
+        concat: bool = False
+
+    config = tmp_path / "c.yaml"
+    config.write_text("steps: 7\n")
+    cfg = parse_cli(Cfg, ["--config", str(config), "face.png", "-o", "x.mp4", "--no-align", "--concat"])
+    assert (cfg.image, cfg.out, cfg.steps, cfg.align, cfg.concat) == ("face.png", "x.mp4", 7, False, True)
