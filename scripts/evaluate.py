@@ -17,6 +17,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -37,6 +38,7 @@ from stylegan3.config import parse_cli, save_config  # noqa: E402
 
 @dataclass
 class EvaluateConfig(EvaluationOptions):
+    POSITIONAL: ClassVar[tuple[str, ...]] = ("mode",)
     mode: str = ""  # inversion, self or cross (may also be given as the first argument)
     real: str = ""  # ground truth: the inverted images' originals, or the driving frames
     fake: str = ""  # results, named like their ground truth
@@ -46,22 +48,8 @@ class EvaluateConfig(EvaluationOptions):
     compare_thesis: bool = False  # put the thesis's published rows above ours in metrics.md
 
 
-def _normalise_argv(argv: list[str]) -> list[str]:
-    """``MODE`` as the first argument and a bare ``--compare-thesis`` flag, on top of the config syntax."""
-    argv = list(argv)
-    if argv and argv[0] in MODES:
-        argv[0] = f"mode={argv[0]}"
-    out = []
-    for i, arg in enumerate(argv):
-        bare = i + 1 == len(argv) or argv[i + 1].startswith("-") or "=" in argv[i + 1]
-        if arg in ("--compare-thesis", "--compare_thesis") and bare:
-            arg = "compare_thesis=true"
-        out.append(arg)
-    return out
-
-
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_cli(EvaluateConfig, _normalise_argv(sys.argv[1:] if argv is None else argv), __doc__)
+    cfg = parse_cli(EvaluateConfig, argv, __doc__)
     if cfg.mode not in MODES:
         raise SystemExit(f"error: give a mode: {', '.join(MODES)} (got {cfg.mode!r})")
     try:
