@@ -78,6 +78,15 @@ def test_single_driving_image_and_clear_errors(tmp_path, mapper_dir):
     proc = reenact(SOURCE, driving, tmp_path / "one.mp4", mapper_dir, tmp_path / "cache")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "one.png").is_file()
+    # A given latent is used as is (no inversion, no cache), and a wrong shape is a clear error.
+    np.save(tmp_path / "w.npy", np.zeros((10, 64), np.float32))
+    proc = reenact(
+        SOURCE, driving, tmp_path / "two.png", mapper_dir, tmp_path / "nocache", f"latent={tmp_path / 'w.npy'}"
+    )
+    assert proc.returncode == 0 and "inverted" not in proc.stdout and not (tmp_path / "nocache").exists()
+    np.save(tmp_path / "bad.npy", np.zeros((16, 512), np.float32))
+    proc = reenact(SOURCE, driving, tmp_path / "3.png", mapper_dir, tmp_path / "c", f"latent={tmp_path / 'bad.npy'}")
+    assert proc.returncode != 0 and "latent has shape (16, 512)" in proc.stderr
     blank = tmp_path / "blank.png"
     from PIL import Image
 
