@@ -60,12 +60,15 @@ class DrivingOptions:
 
 @dataclass
 class Source:
-    """The inverted source: ``w_s`` [num_ws, w_dim], its aligned image and landmarks (aligned frame pixels)."""
+    """The inverted source: ``w_s`` [num_ws, w_dim], its aligned image and landmarks (aligned frame pixels);
+    for paste-back, the original photo and the 3x3 photo -> aligned transform."""
 
     w_s: torch.Tensor
     aligned: np.ndarray
     points: np.ndarray
     cached: bool
+    photo: np.ndarray | None = None
+    transform: np.ndarray | None = None
 
 
 def network_fingerprint(G: nn.Module) -> str:
@@ -105,11 +108,11 @@ def prepare_source(
         w_s = torch.as_tensor(np.asarray(latent, np.float32))
         if tuple(w_s.shape) != (G.num_ws, G.w_dim):
             raise ValueError(f"latent has shape {tuple(w_s.shape)}, the generator takes [{G.num_ws}, {G.w_dim}]")
-        return Source(w_s, aligned, points_aligned, cached=False)
+        return Source(w_s, aligned, points_aligned, False, image, transform)
     key = source_cache_key(Path(path).read_bytes(), G, settings, {"backend": detector.backend, "tilt": tilt})
     cache_file = cache_dir() / "latents" / f"{key}.npy"
     if use_cache and cache_file.is_file():
-        return Source(torch.from_numpy(np.load(cache_file)), aligned, points_aligned, cached=True)
+        return Source(torch.from_numpy(np.load(cache_file)), aligned, points_aligned, True, image, transform)
     loss_fn = build_inversion_loss(settings.loss, settings.loss_resolution, settings.arcface, settings.alexnet, device)
     result = invert(G, to_tensor(aligned).to(device), loss_fn, settings.options, callback=progress)
     w_s = result.w_plus[0].cpu()
@@ -118,7 +121,7 @@ def prepare_source(
         tmp = cache_file.with_suffix(".tmp.npy")
         np.save(tmp, w_s.numpy())
         tmp.replace(cache_file)
-    return Source(w_s, aligned, points_aligned, cached=False)
+    return Source(w_s, aligned, points_aligned, False, image, transform)
 
 
 def is_image(path: str | Path) -> bool:
@@ -222,20 +225,26 @@ def reenact(
     concat: bool = False,
     on_frames: Callable[[int], None] | None = None,
     on_tracked: Callable[[], None] | None = None,
+    paste_back: bool = False,
 ) -> dict:
     """Reenact the source with a driving clip (or image) into ``output`` (mp4, or an image for an image).
+
+    ``paste_back``: the output is the source photo with the reenacted face put back (``--concat`` then shows
+    driving | result side by side at the photo's height); otherwise the aligned face at the generator's size.
 
     Returns ``{"frames", "missing", "fps", "output"}``.
     """
     res = reenactor.G.img_resolution
+    paste = PasteBack(reenactor.source, res) if paste_back else None
     track = track_driving(driving, detector, res, options, on_tracked)
     output = Path(output)
     if is_image(driving):
         if not is_image(output):
             output = output.with_suffix(".png")
         frame = reenactor.frames(track.points)[0]
+        frame = paste(frame) if paste else frame
         if concat:
-            frame = _panels(next(_driving_frames(driving)), track.crops[0], reenactor.source.aligned, frame)
+            frame = _panels(next(_driving_frames(driving)), track.crops[0], reenactor.source.aligned, frame, paste_back)
         write_image(output, frame)
         return {"frames": 1, "missing": track.missing, "fps": None, "output": str(output)}
     audio = driving if track.has_audio else None
@@ -244,16 +253,64 @@ def reenact(
         for start in range(0, len(track.points), batch_size):
             batch = reenactor.frames(track.points[start : start + batch_size])
             for i, result in enumerate(batch):
+                result = paste(result) if paste else result
                 if frames is not None:
-                    result = _panels(next(frames), track.crops[start + i], reenactor.source.aligned, result)
+                    result = _panels(next(frames), track.crops[start + i], reenactor.source.aligned, result, paste_back)
                 writer.write(result)
             if on_frames:
                 on_frames(len(batch))
     return {"frames": len(track.points), "missing": track.missing, "fps": track.fps, "output": str(output)}
 
 
-def _panels(driving_frame: np.ndarray, crop: np.ndarray, source_aligned: np.ndarray, result: np.ndarray):
-    """driving (aligned with its steady crop) | source | result, each at the output resolution."""
-    res = result.shape[0]
-    driving_aligned, _ = warp_crop(driving_frame, Crop.from_array(crop), size=res)
+def face_mask(points: np.ndarray, size: int, feather: float = 0.04) -> np.ndarray:
+    """A soft face mask in the aligned frame, [size, size] float32 in [0, 1]: the ellipse through the jaw and
+    brows (grown by 10%, reaching up to the forehead), feathered by ``feather`` x size."""
+    from scipy.ndimage import gaussian_filter
+
+    pts = np.asarray(points[:27], np.float64)
+    centre = pts.mean(axis=0)
+    half_w = (pts[:, 0].max() - pts[:, 0].min()) / 2 * 1.1
+    top = pts[17:27, 1].min() - 0.35 * (pts[:, 1].max() - pts[17:27, 1].min())
+    half_h = (pts[:, 1].max() - top) / 2 * 1.05
+    cy = (pts[:, 1].max() + top) / 2
+    yy, xx = np.mgrid[:size, :size].astype(np.float64)
+    inside = ((xx - centre[0]) / half_w) ** 2 + ((yy - cy) / half_h) ** 2 <= 1.0
+    return np.clip(gaussian_filter(inside.astype(np.float32), feather * size), 0.0, 1.0)
+
+
+class PasteBack:
+    """Puts reenacted aligned faces back into the source photo (feathered face ellipse, the rest of the photo
+    unchanged). Output frames are the photo cropped to even width and height (H.264 needs them)."""
+
+    def __init__(self, source: Source, size: int) -> None:
+        if source.photo is None or source.transform is None:
+            raise ValueError("paste-back needs the source photo and its alignment transform")
+        from .align import unalign_image
+
+        self._unalign = unalign_image
+        h, w = source.photo.shape[:2]
+        self.shape = (h - h % 2, w - w % 2)
+        self.photo = source.photo[: self.shape[0], : self.shape[1]].astype(np.float32)
+        self.transform = source.transform
+        mask = (face_mask(source.points, size) * 255).round().astype(np.uint8)
+        warped, cover = unalign_image(np.repeat(mask[..., None], 3, axis=2), self.transform, self.shape)
+        self.alpha = (warped[..., :1].astype(np.float32) / 255) * cover[..., None]
+
+    def __call__(self, face: np.ndarray) -> np.ndarray:
+        """[size, size, 3] uint8 aligned result -> [H, W, 3] uint8 photo with that face."""
+        warped, _ = self._unalign(face, self.transform, self.shape)
+        out = self.photo + (warped.astype(np.float32) - self.photo) * self.alpha
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _panels(
+    driving_frame: np.ndarray, crop: np.ndarray, source_aligned: np.ndarray, result: np.ndarray, pasted: bool
+) -> np.ndarray:
+    """driving (aligned with its steady crop) | source | result at the output resolution; for a pasted-back
+    result (the source photo's size): driving | result, the driving crop at the result's height (even)."""
+    if pasted:
+        side = result.shape[0]
+        driving_aligned, _ = warp_crop(driving_frame, Crop.from_array(crop), size=side)
+        return np.concatenate([driving_aligned, result], axis=1)
+    driving_aligned, _ = warp_crop(driving_frame, Crop.from_array(crop), size=result.shape[0])
     return np.concatenate([driving_aligned, source_aligned, result], axis=1)

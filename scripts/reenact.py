@@ -49,6 +49,7 @@ class ReenactConfig(DrivingOptions):
     network: str = "stylegan3-r-ffhq-1024x1024"  # generator: .pkl, weights folder or known name
     mapper: str = ""  # MAPPER_DIR written by train_mapper.py
     concat: bool = False  # write driving | source | result side by side
+    paste_back: bool = False  # put the reenacted face back into the source photo (its size, its background)
     device: str = "auto"  # auto (cuda if available), cpu, cuda, mps
     batch_size: int = 8  # driving frames per generator batch
     backend: str = "dlib"  # landmark backend: dlib or mediapipe
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> Path:
             cfg.concat,
             written.update,
             tracked.update,
+            cfg.paste_back,
         )
         tracked.close()
         written.close()

@@ -127,3 +127,23 @@ def test_reenactor_feeds_the_mapper_what_it_was_trained_on(mapper_dir):
     from inversion.targets import to_uint8
 
     np.testing.assert_array_equal(reenactor.frames(track.points[:3]), to_uint8(synthesize(G, w)))
+
+
+def test_paste_back_into_the_source_photo(tmp_path, mapper_dir):
+    from PIL import Image
+
+    from reenactment.image_io import read_image
+
+    driving = SAMPLES / "images" / "grid_lrwp9a_frame010_openmouth.png"
+    proc = reenact(SOURCE, driving, tmp_path / "p.png", mapper_dir, tmp_path / "cache", "--paste-back")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    photo, out = read_image(SOURCE), np.asarray(Image.open(tmp_path / "p.png"))
+    assert out.shape == photo.shape  # 1350 x 1350: already even
+    # Outside the face the photo is untouched; on the face the (untrained) result replaced it.
+    assert np.array_equal(out[:100, :100], photo[:100, :100]) and np.array_equal(out[-100:], photo[-100:])
+    centre = (slice(600, 700), slice(620, 730))
+    assert np.abs(out[centre].astype(int) - photo[centre].astype(int)).mean() > 20
+    proc = reenact(SOURCE, DRIVING, tmp_path / "pc.mp4", mapper_dir, tmp_path / "cache", "--paste-back", "--concat")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = probe_video(tmp_path / "pc.mp4")
+    assert (info.width, info.height) == (1350 + 1350, 1350) and info.frame_count == 75 and info.has_audio
