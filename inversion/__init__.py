@@ -1,1 +1,2 @@
-"""GAN inversion into W+ (losses, identity network, batched optimiser): not implemented yet (issue 4)."""
+"""GAN inversion into W+: the thesis's losses (``losses``), ArcFace IR-SE50 (``arcface``), LPIPS (``perceptual``),
+the batched Adam inverter (``inverter``), targets from photos (``targets``) and dataset sharding (``dataset``)."""
