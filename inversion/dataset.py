@@ -12,8 +12,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ import torch
 from torch import nn
 
 from reenactment.image_io import ImageReadError, read_image
+from stylegan3.io import atomic_write
 
 from .inverter import InverterOptions, invert
 from .losses import InversionLoss
@@ -79,29 +78,17 @@ def shard_path(out: Path, k: int) -> Path:
     return out / "latents" / f"shard_{k:06d}.npz"
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_shard(out: Path, k: int, ids: list[str], w: np.ndarray, losses: dict[str, np.ndarray], steps: list[int]):
     """Write shard k atomically (its log lines first, then the .npz that marks it finished)."""
     lines = [
         json.dumps({"id": i, "steps": s, **{t: round(float(v[j]), 6) for t, v in losses.items()}})
         for j, (i, s) in enumerate(zip(ids, steps))
     ]
-    _atomic_bytes(out / "logs" / f"shard_{k:06d}.jsonl", "".join(line + "\n" for line in lines).encode())
+    atomic_write(out / "logs" / f"shard_{k:06d}.jsonl", "".join(line + "\n" for line in lines).encode())
     buf = io.BytesIO()
     arrays = {f"loss_{t}": v.astype(np.float32) for t, v in losses.items()}
     np.savez(buf, ids=np.array(ids, dtype=np.str_), w=w.astype(np.float32), steps=np.array(steps), **arrays)
-    _atomic_bytes(shard_path(out, k), buf.getvalue())
+    atomic_write(shard_path(out, k), buf.getvalue())
 
 
 def load_latents(out: str | Path) -> dict[str, np.ndarray]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +20,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from stylegan3.io import atomic_write
 
 from .landmark_image import default_dot_diameter, default_line_width
 
@@ -181,18 +182,6 @@ def landmark_delta(
     return delta
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write ``path`` through a temporary file in its folder and a rename, so a kill leaves the old file or none."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_mapper(
     model: nn.Module, directory: str | os.PathLike, extra: dict | None = None, *, frame_size: int | None = None
 ) -> Path:
@@ -219,8 +208,8 @@ def save_mapper(
         "extra": extra or {},
     }
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
-    _atomic_write(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
+    atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
+    atomic_write(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     return directory
 
 

@@ -14,14 +14,14 @@ relative to the output folder; ``landmarks``: 70 [x, y] in the aligned frame), o
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from stylegan3.io import atomic_write
 
 from .align import Crop, crop_transform, face_crop, stabilize_crops, transform_points, warp_crop
 from .image_io import ImageReadError, read_image, write_image
@@ -103,18 +103,6 @@ def find_jobs(input_dir: Path, pattern: str = "file") -> tuple[list[Job], int]:
             continue
         jobs.append(Job(path, rel, match.group("identity")))
     return jobs, unmatched
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _frames(job: Job, fps: float) -> Iterator[np.ndarray]:
@@ -218,7 +206,7 @@ def part_path(out_dir: Path, job: Job) -> Path:
 
 
 def write_part(out_dir: Path, job: Job, records: list[dict]) -> None:
-    _atomic_write_text(part_path(out_dir, job), "".join(json.dumps(r) + "\n" for r in records))
+    atomic_write(part_path(out_dir, job), "".join(json.dumps(r) + "\n" for r in records))
 
 
 def read_part(path: Path) -> list[dict]:
@@ -242,7 +230,7 @@ def build_manifest(out_dir: Path, jobs: Iterable[Job]) -> list[dict]:
     for i, rec in enumerate(records):
         if "skipped" not in rec:
             rec["is_source"] = i in sources
-    _atomic_write_text(out_dir / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    atomic_write(out_dir / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     return records
 
 

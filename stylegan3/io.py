@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -96,6 +97,27 @@ def resolve_known_model(name: str, download: bool | None = None) -> Path:
     return fetch_weights(f"{name}.pkl", "stylegan", KNOWN_MODELS[name], what="StyleGAN weights", download=download)
 
 
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None] | str | bytes) -> Path:
+    """Write ``path`` through a temporary file in its folder and a rename, so a kill leaves the old file or none.
+
+    ``write`` is the content (str or bytes) or a function that writes the temporary file given its name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if isinstance(write, (str, bytes)):
+            Path(tmp).write_bytes(write.encode() if isinstance(write, str) else write)
+        else:
+            write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def _download(url: str, target: Path, timeout: float = 30.0) -> None:
     """Download to a temporary file beside ``target`` and rename, so a killed download leaves nothing."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -164,12 +186,8 @@ def save(G: nn.Module, directory: str | os.PathLike) -> Path:
         "init_kwargs": G.init_kwargs,
     }
     state = {k: v.detach().to("cpu").contiguous() for k, v in G.state_dict().items()}
-    tmp = directory / (WEIGHTS_FILE + ".tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, directory / WEIGHTS_FILE)
-    tmp = directory / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(config, indent=2) + "\n")
-    os.replace(tmp, directory / CONFIG_FILE)
+    atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
+    atomic_write(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     return directory
 
 
