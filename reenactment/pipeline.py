@@ -156,14 +156,23 @@ def track_driving(
 ) -> DrivingTrack:
     """First pass over the driving clip: landmarks per frame (no face: the last good ones; before the first face:
     the first good ones), smoothed, a steady crop, and the landmarks carried into the ``size`` aligned frame."""
-    raw = []
-    for frame in _driving_frames(path):
-        try:
-            raw.append(detector(frame))
-        except NoFaceError:
-            raw.append(np.full((70, 2), np.nan, np.float32))
+
+    def landmarks(frame: np.ndarray) -> np.ndarray:
         if on_frame:
             on_frame()
+        try:
+            return detector(frame)
+        except NoFaceError:
+            return np.full((70, 2), np.nan, np.float32)
+
+    video = not is_image(path)
+    if video:
+        with VideoReader(path) as reader:
+            fps, has_audio = reader.fps, reader.has_audio
+            raw = [landmarks(frame) for frame in reader]
+    else:
+        fps, has_audio = 25.0, False
+        raw = [landmarks(read_image(path))]
     if not raw:
         raise ValueError(f"no frames could be read from {path}")
     track = np.asarray(raw, np.float64)
@@ -171,17 +180,9 @@ def track_driving(
     if not found.any():
         raise NoFaceError(f"no face found in any frame of {path}")
     # Missing frames reuse the last good landmarks (the first good ones before any face was seen).
-    last = np.flatnonzero(found)
     idx = np.maximum.accumulate(np.where(found, np.arange(len(track)), -1))
-    idx[idx < 0] = last[0]
+    idx[idx < 0] = np.flatnonzero(found)[0]
     track = track[idx]
-    video = not is_image(path)
-    if video:
-        info = VideoReader(path)
-        fps, has_audio = info.fps, info.has_audio
-        info.close()
-    else:
-        fps, has_audio = 25.0, False
     if video and options.smooth and len(track) > 2:
         track = smooth_landmarks(track, fps, min_cutoff=options.smooth_min_cutoff, beta=options.smooth_beta)
     crops = np.stack([face_crop(p, options.tilt).as_array() for p in track])

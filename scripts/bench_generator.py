@@ -12,23 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from stylegan3.bench import PLANS, build_plan  # noqa: E402
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+from stylegan3.bench import PLANS, build_plan, time_and_peak  # noqa: E402
 
 
 def run_one(args: argparse.Namespace) -> dict:
@@ -50,28 +42,15 @@ def run_one(args: argparse.Namespace) -> dict:
             if backward:
                 img.square().mean().backward()
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
     for _ in range(args.warmup):
         step()
-    sync()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = _rss_bytes()
-    start = time.perf_counter()
-    for _ in range(args.repeats):
-        step()
-    sync()
-    seconds = (time.perf_counter() - start) / args.repeats
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    return {"seconds": seconds, "peak_bytes": max(peak, 0)}
+
+    def timed() -> None:
+        for _ in range(args.repeats):
+            step()
+
+    seconds, peak = time_and_peak(timed, device)
+    return {"seconds": seconds / args.repeats, "peak_bytes": peak}
 
 
 def main(argv: list[str] | None = None) -> None:

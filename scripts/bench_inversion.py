@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,14 +26,9 @@ from inversion.arcface import IRSE50, IdentityEncoder  # noqa: E402
 from inversion.inverter import InverterOptions, invert  # noqa: E402
 from inversion.losses import IdentityLoss, InversionLoss, LossWeights  # noqa: E402
 from inversion.perceptual import LPIPS  # noqa: E402
-from stylegan3.bench import PLANS, build_plan  # noqa: E402
+from stylegan3.bench import PLANS, build_plan, time_and_peak  # noqa: E402
 
 THESIS_IMAGES_PER_HOUR = 4.0  # 15 minutes per image, GTX 1080 Ti
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def run_one(args: argparse.Namespace) -> dict:
@@ -52,26 +44,9 @@ def run_one(args: argparse.Namespace) -> dict:
     opts = InverterOptions(mixed_precision=args.amp, log_every=0)
     invert(G, targets, loss_fn, InverterOptions(steps=args.warmup, log_every=0, mixed_precision=args.amp))
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    sync()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = _rss_bytes()
     opts.steps = args.steps
-    start = time.perf_counter()
-    invert(G, targets, loss_fn, opts)
-    sync()
-    seconds = time.perf_counter() - start
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    return {"steps_per_s": args.steps / seconds, "peak_bytes": max(peak, 0)}
+    seconds, peak = time_and_peak(lambda: invert(G, targets, loss_fn, opts), device)
+    return {"steps_per_s": args.steps / seconds, "peak_bytes": peak}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -83,8 +83,10 @@ def main(argv: list[str] | None = None) -> Path:
     mine = [k for k in range(len(shards)) if k % world == rank and not shard_path(out, k).is_file()]
     options = InverterOptions(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(InverterOptions)})
 
+    position = {frame.id: i for i, frame in enumerate(frames)} if cfg.previews else {}
+
     def preview(frame, target, w) -> None:
-        if cfg.previews and frames.index(frame) % cfg.previews == 0:
+        if cfg.previews and position[frame.id] % cfg.previews == 0:
             with torch.no_grad():
                 recon = to_uint8(synthesize(G, w[None]))[0]
             name = frame.id.replace("/", "__") + ".jpg"

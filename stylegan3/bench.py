@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import resource
+import time
+from collections.abc import Callable
+
+import torch
 from torch import nn
 
 from .io import build
@@ -25,3 +31,34 @@ def build_plan(config: str, resolution: int, w_dim: int = 512) -> nn.Module:
         settings["channel_base"] //= 2
     kwargs = {"z_dim": w_dim, "c_dim": 0, "w_dim": w_dim, "img_resolution": resolution, "img_channels": 3, **settings}
     return build(architecture, kwargs).eval().requires_grad_(False)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def time_and_peak(fn: Callable[[], None], device: torch.device) -> tuple[float, int]:
+    """Seconds ``fn()`` takes and the peak memory it adds, in bytes: on CUDA ``max_memory_allocated`` above what
+    was allocated before; on CPU the process's peak resident size above its size before (so run each
+    measurement in a fresh process)."""
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _rss_bytes()
+    start = time.perf_counter()
+    fn()
+    sync()
+    seconds = time.perf_counter() - start
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    return seconds, max(peak, 0)

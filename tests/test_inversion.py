@@ -160,33 +160,11 @@ def test_invert_script_names_missing_weights(tmp_path):
         "PATH": "/usr/bin:/bin",
     }
     photo = SAMPLES / "images" / "london_021_neutral.jpg"
-    proc = run(
-        [
-            "scripts/invert.py",
-            str(photo),
-            "--network",
-            str(FIXTURES / "sg2_64.pkl"),
-            "--steps",
-            "1",
-            "--out",
-            str(tmp_path / "o"),
-            "loss.lpips=0",
-        ],
-        env=env,
+    args = [str(photo), "--network", str(FIXTURES / "sg2_64.pkl"), "--steps", "1", "--out", str(tmp_path / "o")]
+    cases = (
+        ("loss.lpips=0", ["model_ir_se50.pth", str(tmp_path / "cache")]),
+        ("loss.id=0", ["alexnet-owt-7be5be79.pth"]),
     )
-    assert proc.returncode != 0 and "model_ir_se50.pth" in proc.stderr and str(tmp_path / "cache") in proc.stderr
-    proc = run(
-        [
-            "scripts/invert.py",
-            str(photo),
-            "--network",
-            str(FIXTURES / "sg2_64.pkl"),
-            "--steps",
-            "1",
-            "--out",
-            str(tmp_path / "o"),
-            "loss.id=0",
-        ],
-        env=env,
-    )
-    assert proc.returncode != 0 and "alexnet-owt-7be5be79.pth" in proc.stderr
+    for switched_off, named in cases:
+        proc = run(["scripts/invert.py", *args, switched_off], env=env)
+        assert proc.returncode != 0 and all(text in proc.stderr for text in named)
