@@ -36,7 +36,8 @@ from reenactment.pipeline import (  # noqa: E402
     prepare_source,
     reenact,
 )
-from stylegan3.config import parse_cli, save_config  # noqa: E402
+from stylegan3 import WeightsFileError, WeightsNotFoundError  # noqa: E402
+from stylegan3.config import exit_with_error, parse_cli, save_config  # noqa: E402
 
 
 @dataclass
@@ -107,8 +108,8 @@ def main(argv: list[str] | None = None) -> Path:
         )
         tracked.close()
         written.close()
-    except (OSError, ValueError, NoFaceError) as err:
-        raise SystemExit(f"error: {err}") from None
+    except (WeightsNotFoundError, WeightsFileError, OSError, ValueError, NoFaceError) as err:
+        exit_with_error(err)
     out = Path(result["output"])
     save_config(cfg, out.with_name(out.stem + ".config.yaml"))
     if result["missing"]:
