@@ -39,6 +39,7 @@ class InvertConfig(InverterOptions):
     out: str = "out/invert"  # output folder
     align: bool = True  # FFHQ-align the photo first (--no-align: it is already aligned)
     backend: str = "dlib"  # landmark backend for alignment
+    face: str = "largest"  # which face of several: largest, or an index (0 = the largest; the log lists them)
     device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:1, mps
     loss: LossWeights = field(default_factory=LossWeights)  # eq. 3.5 weights; 0 turns a term off
     loss_resolution: int | None = None  # LPIPS at full resolution (thesis) or downsampled to this size (e.g. 256)
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> Path:
     device = resolve_device(cfg.device)
     try:
         G = stylegan3.load(cfg.network, device=device)
-        target = load_target(cfg.image, G.img_resolution, align=cfg.align, backend=cfg.backend)
+        target = load_target(cfg.image, G.img_resolution, cfg.align, cfg.backend, cfg.face, report=print)
         loss_fn = build_inversion_loss(cfg.loss, cfg.loss_resolution, cfg.arcface, cfg.alexnet, device)
     except (WeightsNotFoundError, WeightsFileError, OSError, ValueError) as err:  # bad weights, image, no face
         exit_with_error(err)

@@ -54,6 +54,7 @@ class ReenactConfig(DrivingOptions):
     device: str = "auto"  # auto (cuda if available), cpu, cuda, mps
     batch_size: int = 8  # driving frames per generator batch
     backend: str = "dlib"  # landmark backend: dlib or mediapipe
+    face: str = "largest"  # which face of the source photo: largest, or an index (0 = the largest)
     latent: str | None = None  # the source's W+ as .npy [num_ws, w_dim]: skip inverting it
     cache: bool = True  # cache the source latent under $REENACT_CACHE/latents
     steps: int = 1000  # inversion steps for the source (thesis: 1000)
@@ -83,11 +84,22 @@ def main(argv: list[str] | None = None) -> Path:
         )
         if cfg.latent:
             latent = np.load(cfg.latent)
-            source = prepare_source(G, cfg.source, detector, settings, device, cfg.tilt, latent=latent)
+            source = prepare_source(
+                G, cfg.source, detector, settings, device, cfg.tilt, latent=latent, face=cfg.face, report=tqdm.write
+            )
         else:
             bar = tqdm(total=cfg.steps, unit="step", desc="invert source", leave=False)
             source = prepare_source(
-                G, cfg.source, detector, settings, device, cfg.tilt, cfg.cache, lambda s, t: bar.update(1)
+                G,
+                cfg.source,
+                detector,
+                settings,
+                device,
+                cfg.tilt,
+                cfg.cache,
+                lambda s, t: bar.update(1),
+                face=cfg.face,
+                report=tqdm.write,
             )
             bar.close()
             print("source latent: " + ("from the cache" if source.cached else f"inverted in {cfg.steps} steps"))
