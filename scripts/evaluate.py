@@ -7,7 +7,8 @@ python scripts/evaluate.py cross pairs=pairs.csv out=E   # a manifest: columns r
 
 Pairs real/x.png with fake/x.png (relative path without extension; --source: a folder paired the same way or one
 image). Writes OUT/metrics.json (metric -> number, plus "missing": {metric: reason}), OUT/metrics.md (the thesis's
-table layout; --compare-thesis adds its published rows), OUT/info.json, OUT/per_pair.csv and OUT/config.yaml.
+table layout; --compare-thesis adds its published rows), OUT/info.json, OUT/per_pair.csv and OUT/config.yaml,
+all at the end: a failed run leaves an earlier run's results as they were.
 A metric whose weights file is missing is reported missing with the reason; the others are still computed.
 """
 
