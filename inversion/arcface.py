@@ -19,13 +19,13 @@ The embedding is L2-normalised. The weights have no stable public URL: put the f
 from __future__ import annotations
 
 import os
-import pickle
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stylegan3 import fetch_weights
+from stylegan3 import WeightsFileError, fetch_weights
+from stylegan3.io import read_state_dict
 
 ARCFACE_FILE = "model_ir_se50.pth"
 INPUT_SIZE = 112  # the backbone's input side, pixels
@@ -149,7 +149,7 @@ def _load_state_strict(model: nn.Module, state: object, source: str) -> None:
     absent (files saved before PyTorch 0.4.1 lack them; evaluation does not use them): they become 0.
     """
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{source}: expected a state dict of tensors, got {type(state).__name__}")
+        raise WeightsFileError(source, f"expected a state dict of tensors, got {type(state).__name__}")
     own = model.state_dict()
     missing = sorted(k for k in own.keys() - state.keys() if not k.endswith("num_batches_tracked"))
     unexpected = sorted(state.keys() - own.keys())
@@ -164,7 +164,7 @@ def _load_state_strict(model: nn.Module, state: object, source: str) -> None:
             if keys:
                 shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
                 problems.append(f"{label}: {shown}")
-        raise ValueError(f"{source}: weights do not match the IR-SE50 network; " + "; ".join(problems))
+        raise WeightsFileError(source, "weights do not match the IR-SE50 network; " + "; ".join(problems))
     full = {k: state[k] if k in state else torch.zeros((), dtype=torch.long) for k in own}
     full = {k: v.float() if v.is_floating_point() else v for k, v in full.items()}
     model.load_state_dict(full, strict=True, assign=True)
@@ -178,10 +178,7 @@ def load_arcface(path: str | os.PathLike | None = None, device: torch.device | s
     The file is read with ``torch.load(weights_only=True)`` and loaded strictly, key by key.
     """
     file = fetch_weights(ARCFACE_FILE, "arcface", url=None, path=path, what="ArcFace IR-SE50 weights")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise ValueError(f"{file}: not a readable PyTorch state dict ({err})") from err
+    state = read_state_dict(file)
     with torch.device("meta"):
         model = IRSE50()
     _load_state_strict(model, state, str(file))

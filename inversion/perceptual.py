@@ -9,7 +9,6 @@ would have cached it), then ``$REENACT_CACHE/torchvision/``, downloaded there on
 from __future__ import annotations
 
 import os
-import pickle
 import warnings
 from pathlib import Path
 
@@ -17,7 +16,8 @@ import lpips
 import torch
 from torch import nn
 
-from stylegan3 import WeightsNotFoundError, fetch_weights
+from stylegan3 import WeightsFileError, WeightsNotFoundError, fetch_weights
+from stylegan3.io import read_state_dict
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 ALEXNET_URL = f"https://download.pytorch.org/models/{ALEXNET_FILE}"
@@ -38,16 +38,6 @@ def resolve_alexnet(path: str | os.PathLike | None = None) -> Path:
     )
 
 
-def _read_state(file: Path) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise ValueError(f"{file}: not a readable PyTorch state dict ({err})") from err
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{file}: expected a state dict of tensors, got {type(state).__name__}")
-    return state
-
-
 def _copy_checked(target: dict[str, torch.Tensor], source: dict[str, torch.Tensor], names: dict[str, str], where: str):
     """Copy ``source[names[k]]`` into ``target[k]`` for every k; missing or mis-shaped entries are errors."""
     missing = [f"{src} (for {dst})" for dst, src in names.items() if src not in source]
@@ -57,7 +47,7 @@ def _copy_checked(target: dict[str, torch.Tensor], source: dict[str, torch.Tenso
         if src in source and source[src].shape != target[dst].shape
     ]
     if missing or misshaped:
-        raise ValueError(f"{where}: weights do not match the network; missing: {missing}; mis-shaped: {misshaped}")
+        raise WeightsFileError(where, f"weights do not match the network; missing: {missing}; mis-shaped: {misshaped}")
     with torch.no_grad():
         for dst, src in names.items():
             target[dst].copy_(source[src])
@@ -65,12 +55,12 @@ def _copy_checked(target: dict[str, torch.Tensor], source: dict[str, torch.Tenso
 
 def _load_alexnet_trunk(trunk: nn.Module, file: Path) -> None:
     """Copy torchvision's ``features.<i>.*`` into lpips' ``slice<s>.<i>.*`` (the slices keep torchvision's indices)."""
-    state = _read_state(file)
+    state = read_state_dict(file)
     own = trunk.state_dict()
     names = {k: "features." + k.split(".", 1)[1] for k in own}  # slice2.3.weight -> features.3.weight
     unexpected = sorted(k for k in state if k.startswith("features.") and k not in names.values())
     if unexpected:
-        raise ValueError(f"{file}: not torchvision's AlexNet; unexpected entries {unexpected}")
+        raise WeightsFileError(file, f"not torchvision's AlexNet; unexpected entries {unexpected}")
     _copy_checked(own, state, names, str(file))
 
 
@@ -79,11 +69,11 @@ def _load_heads(model: lpips.LPIPS) -> None:
     file = Path(lpips.__file__).parent / "weights" / f"v{LPIPS_VERSION}" / "alex.pth"
     if not file.is_file():
         raise WeightsNotFoundError(f"LPIPS linear-head weights not found at {file}; reinstall the lpips package")
-    state = _read_state(file)
+    state = read_state_dict(file)
     own = {k: v for k, v in model.state_dict().items() if k.startswith("lin") and not k.startswith("lins.")}
     unexpected = sorted(state.keys() - own.keys())
     if unexpected:
-        raise ValueError(f"{file}: unexpected entries {unexpected}")
+        raise WeightsFileError(file, f"unexpected entries {unexpected}")
     _copy_checked(own, state, {k: k for k in own}, str(file))
 
 

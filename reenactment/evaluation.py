@@ -16,6 +16,7 @@ missing is reported in ``missing`` with the reason, and every other metric is st
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -26,8 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stylegan3.io import atomic_write
+
 from . import metrics as M
-from .image_io import read_image
+from .image_io import image_size, read_image
 
 MODES = ("inversion", "self", "cross")
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -361,6 +364,7 @@ def evaluate(
         if net is not None and getattr(nets, net) is None and name not in missing:
             missing[name] = "network not available"
     active = {c for c in wanted if c not in missing}
+    check_images(pairs, compare_pixels=not options.size and bool(active & {"MSE", "L1", "PSNR", "SSIM"}))
     faces = _Faces(nets)
     device = options.device
     rows: list[dict] = []
@@ -438,6 +442,22 @@ def evaluate(
     }
     ordered_missing = {k: missing[k] for k in wanted if k in missing}
     return EvaluationResult(mode, metrics, ordered_missing, info, rows)
+
+
+def check_images(pairs: Sequence[Pair], compare_pixels: bool = False) -> None:
+    """Before any work: every file of ``pairs`` is a readable image (header only), and with ``compare_pixels``
+    each real/fake pair has one size. Raises ImageReadError or ValueError naming the files."""
+    sizes: dict[Path, tuple[int, int]] = {}
+    for pair in pairs:
+        for path in (pair.real, pair.fake, pair.source):
+            if path is not None and path not in sizes:
+                sizes[path] = image_size(path)
+        if compare_pixels and sizes[pair.real] != sizes[pair.fake]:
+            (wr, hr), (wf, hf) = sizes[pair.real], sizes[pair.fake]
+            raise ValueError(
+                f"pair {pair.name!r}: {pair.real} is {wr}x{hr} but {pair.fake} is {wf}x{hf}; "
+                "set size=N to compare both at NxN"
+            )
 
 
 def _stack_299(images: list[np.ndarray], device: str) -> torch.Tensor:
@@ -545,20 +565,28 @@ _NOTES = {
 }
 
 
-def write_results(result: EvaluationResult, out: str | Path, compare_thesis: bool = False) -> dict[str, Path]:
+def write_results(
+    result: EvaluationResult, out: str | Path, compare_thesis: bool = False, config_yaml: str | None = None
+) -> dict[str, Path]:
     """Write ``metrics.json`` (metric -> number, plus ``"missing": {metric: reason}``), ``metrics.md``,
-    ``info.json`` (counts, failures, options) and ``per_pair.csv`` into ``out``. Returns the paths."""
+    ``info.json`` (counts, failures, options), ``per_pair.csv`` and (given its text) ``config.yaml`` into ``out``.
+
+    Everything is rendered first and then each file renamed into place, so a run that fails before this point
+    leaves an earlier run's results and config together and untouched. Returns the paths."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {k: out / v for k, v in (("json", "metrics.json"), ("md", "metrics.md"), ("info", "info.json"))}
-    paths["csv"] = out / "per_pair.csv"
+    names = {"json": "metrics.json", "md": "metrics.md", "info": "info.json", "csv": "per_pair.csv"}
     data = {**result.metrics, "missing": result.missing}
-    paths["json"].write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
-    paths["md"].write_text(markdown_table(result, compare_thesis))
-    paths["info"].write_text(json.dumps(result.info, indent=1, default=str) + "\n")
+    table = io.StringIO(newline="")
     keys = ["name"] + sorted({k for r in result.per_pair for k in r} - {"name"})
-    with paths["csv"].open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(result.per_pair)
-    return paths
+    writer = csv.DictWriter(table, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(result.per_pair)
+    contents = {
+        "json": json.dumps(data, indent=1, allow_nan=False) + "\n",
+        "md": markdown_table(result, compare_thesis),
+        "info": json.dumps(result.info, indent=1, default=str) + "\n",
+        "csv": table.getvalue(),
+    }
+    if config_yaml is not None:
+        names["config"], contents["config"] = "config.yaml", config_yaml
+    return {key: atomic_write(out / names[key], contents[key]) for key in names}

@@ -112,3 +112,25 @@ def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95, p
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of an image file as ``read_image`` returns it (EXIF rotation applied), from its header only.
+
+    Cheap enough to check a whole folder before a long run; raises ImageReadError for a missing, empty or
+    unrecognised file (damage further in is found only when the pixels are decoded, by ``read_image``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(path, "no such file" if not path.exists() else "not a regular file")
+    if path.stat().st_size == 0:
+        raise ImageReadError(path, "file is empty (0 bytes)")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, 1)
+    except UnidentifiedImageError as error:
+        raise ImageReadError(path, "not an image format Pillow recognises") from error
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as error:
+        raise ImageReadError(path, f"not a readable image ({str(error) or type(error).__name__})") from error
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)  # 5-8: rotated by 90 degrees

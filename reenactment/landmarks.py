@@ -257,6 +257,16 @@ class _MediapipeBackend:
         self._mesh.close()
 
 
+def parse_face(face: str | int) -> int:
+    """The ``face`` option: "largest" (0) or a face index, faces ordered by box area, largest first."""
+    text = str(face).strip().lower()
+    if text == "largest":
+        return 0
+    if not text.isdigit():
+        raise ValueError(f"face must be 'largest' or a face index (0 = the largest), got {face!r}")
+    return int(text)
+
+
 class LandmarkDetector:
     """Detect faces and return the 70-point layout of the chosen one.
 
@@ -288,6 +298,34 @@ class LandmarkDetector:
         if face >= len(faces):
             raise NoFaceError(f"face {face} requested but only {len(faces)} found in {name}")
         return faces[face].points
+
+    def pick(
+        self, image: np.ndarray, face: str | int = "largest", name: str = "image"
+    ) -> tuple[np.ndarray, str | None]:
+        """[70, 2] points of the chosen face, and a one-line note when there are several: how many, which one was
+        taken (its box) and how to choose another. ``face``: "largest" or an index, 0 = largest (box area)."""
+        index = parse_face(face)
+        faces = self.detect_all(image)
+        if not faces:
+            raise NoFaceError(f"no face found in {name}")
+        if index >= len(faces):
+            raise NoFaceError(f"face={index} requested but only {len(faces)} found in {name} (0 = the largest)")
+        if len(faces) == 1:
+            return faces[0].points, None
+        x0, y0, x1, y1 = faces[index].box
+        which = "the largest" if index == 0 else f"number {index} by size, 0 = the largest"
+        note = (
+            f"{name}: {len(faces)} faces found; using face={index} ({which}), {x1 - x0:.0f}x{y1 - y0:.0f} px at "
+            f"x={(x0 + x1) / 2:.0f}, y={(y0 + y1) / 2:.0f}; face=0..{len(faces) - 1} picks another"
+        )
+        return faces[index].points, note
+
+    def read_face(self, path: str | Path, face: str | int = "largest") -> tuple[np.ndarray, np.ndarray, str | None]:
+        """``read`` with ``pick``: (HxWx3 uint8 RGB, [70, 2] float32, the note about several faces or None)."""
+        from .image_io import read_image
+
+        image = read_image(path)
+        return (image, *self.pick(image, face, name=str(path)))
 
     def read(self, path: str | Path, face: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Read a photo (``reenactment.image_io.read_image``) and detect: (HxWx3 uint8 RGB, [70, 2] float32)."""

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from stylegan3.io import atomic_write
+from stylegan3.io import WeightsFileError, WeightsNotFoundError, atomic_write, read_json_config, read_safetensors
 
 from .landmark_image import default_dot_diameter, default_line_width
 
@@ -229,15 +229,15 @@ def read_mapper_config(directory: str | os.PathLike) -> dict:
         if (directory / "latest.json").is_file():
             latest = json.loads((directory / "latest.json").read_text())["checkpoint"]
             hint = f" (training has not finished: the last finished epoch is in {directory / latest})"
-        raise FileNotFoundError(
+        raise WeightsNotFoundError(
             f"{directory}: missing {' and '.join(missing)}; a mapper folder (written by train_mapper.py) "
             f"holds {CONFIG_FILE} and {WEIGHTS_FILE}{hint}"
         )
-    config = json.loads(config_path.read_text())
+    config = read_json_config(config_path)
     if config.get("format") != FORMAT:
-        raise ValueError(f"{config_path}: not a mapping-network config (format {config.get('format')!r})")
+        raise WeightsFileError(config_path, f"not a mapping-network config (format {config.get('format')!r})")
     if config.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{config_path}: format version {config['format_version']} is newer than this code's")
+        raise WeightsFileError(config_path, f"format version {config['format_version']} is newer than this code's")
     return config
 
 
@@ -250,20 +250,21 @@ def load_mapper(directory: str | os.PathLike, device: str | torch.device = "cpu"
     """
     directory = _mapper_dir(directory)
     config = read_mapper_config(directory)
-    model = MappingNetwork(**config["init_kwargs"])
-    model.landmark_settings.update(config.get("landmarks", {}))
-    state = load_file(str(directory / WEIGHTS_FILE))
+    try:
+        model = MappingNetwork(**config["init_kwargs"])
+        model.landmark_settings.update(config.get("landmarks", {}))
+    except (KeyError, TypeError, ValueError) as err:
+        raise WeightsFileError(directory / CONFIG_FILE, f"not a mapping network this code can build ({err!r})") from err
+    weights = directory / WEIGHTS_FILE
+    state = read_safetensors(weights)
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or unexpected:
-        raise ValueError(
-            f"{directory / WEIGHTS_FILE}: weights do not match {CONFIG_FILE} "
-            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+        raise WeightsFileError(
+            weights, f"weights do not match {CONFIG_FILE} (missing {missing[:5]}, unexpected {unexpected[:5]})"
         )
     for key, value in state.items():
         if value.shape != own[key].shape:
-            raise ValueError(
-                f"{directory / WEIGHTS_FILE}: {key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}"
-            )
+            raise WeightsFileError(weights, f"{key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}")
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -203,17 +202,15 @@ def load_fid_inception(
 
     import pytorch_fid.inception as fid_inception
 
-    from stylegan3 import fetch_weights
+    from stylegan3 import WeightsFileError, fetch_weights
+    from stylegan3.io import read_state_dict
 
-    state = None
+    state, file = None, None
     if not random_weights:
         file = fetch_weights(
             FID_INCEPTION_FILE, "fid", url=FID_INCEPTION_URL, path=path, what="FID Inception weights (pytorch-fid)"
         )
-        try:
-            state = torch.load(file, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-            raise ValueError(f"{file}: not a readable PyTorch state dict ({err})") from err
+        state = read_state_dict(file)
     built: list[torch.nn.Module] = []
     make = fid_inception._inception_v3
 
@@ -228,7 +225,12 @@ def load_fid_inception(
         mock.patch.object(fid_inception, "_inception_v3", make_and_keep),
         mock.patch.object(fid_inception, "load_state_dict_from_url", weights),
     ):
-        net = fid_inception.InceptionV3([fid_inception.InceptionV3.BLOCK_INDEX_BY_DIM[dims]])
+        try:
+            net = fid_inception.InceptionV3([fid_inception.InceptionV3.BLOCK_INDEX_BY_DIM[dims]])
+        except RuntimeError as err:  # load_state_dict's strict check: missing, unexpected or mis-shaped entries
+            if file is None:
+                raise
+            raise WeightsFileError(file, f"weights do not match the FID Inception network ({err})") from err
     return net.eval().to(device)
 
 

@@ -29,7 +29,7 @@ from stylegan3.io import cache_dir
 from .align import Crop, crop_transform, face_crop, stabilize_crops, transform_points, warp_crop
 from .image_io import read_image, write_image
 from .landmark_image import render_landmark_images
-from .landmarks import LandmarkDetector, NoFaceError
+from .landmarks import LandmarkDetector, NoFaceError, parse_face
 from .prepare import IMAGE_SUFFIXES
 from .smoothing import smooth_landmarks
 from .video import VideoReader, VideoWriter
@@ -97,10 +97,15 @@ def prepare_source(
     use_cache: bool = True,
     progress: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
     latent: np.ndarray | None = None,
+    face: str | int = "largest",
+    report: Callable[[str], None] | None = None,
 ) -> Source:
     """Detect, align and invert the source photo (or load its latent from the cache, or take ``latent``,
-    [num_ws, w_dim], as given)."""
-    image, points = detector.read(path)
+    [num_ws, w_dim], as given). ``face``/``report``: which face of several, and where the note about it goes
+    (see ``LandmarkDetector.pick``)."""
+    image, points, note = detector.read_face(path, face)
+    if note and report:
+        report(note)
     crop = face_crop(points, tilt)
     aligned, transform = warp_crop(image, crop, size=G.img_resolution)
     points_aligned = transform_points(transform, points.astype(np.float64))
@@ -109,7 +114,10 @@ def prepare_source(
         if tuple(w_s.shape) != (G.num_ws, G.w_dim):
             raise ValueError(f"latent has shape {tuple(w_s.shape)}, the generator takes [{G.num_ws}, {G.w_dim}]")
         return Source(w_s, aligned, points_aligned, False, image, transform)
-    key = source_cache_key(Path(path).read_bytes(), G, settings, {"backend": detector.backend, "tilt": tilt})
+    align = {"backend": detector.backend, "tilt": tilt}
+    if parse_face(face):  # another face than the largest: another latent (the largest keeps the old keys)
+        align["face"] = parse_face(face)
+    key = source_cache_key(Path(path).read_bytes(), G, settings, align)
     cache_file = cache_dir() / "latents" / f"{key}.npy"
     if use_cache and cache_file.is_file():
         return Source(torch.from_numpy(np.load(cache_file)), aligned, points_aligned, True, image, transform)

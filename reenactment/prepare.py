@@ -13,8 +13,15 @@ relative to the output folder; ``landmarks``: 70 [x, y] in the aligned frame), o
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import signal
+import socket
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +109,37 @@ def find_jobs(input_dir: Path, pattern: str = "file") -> tuple[list[Job], int]:
             unmatched += 1
             continue
         jobs.append(Job(path, rel, match.group("identity")))
+    check_unique(jobs)
     return jobs, unmatched
+
+
+def check_unique(jobs: Iterable[Job]) -> None:
+    """Refuse inputs that would share a video id (``dup.jpg`` and ``dup.png``: one frame folder, one frame id) or
+    a part file (names that differ only in characters the part name replaces), naming both files."""
+    seen: dict[tuple[str, str], Job] = {}
+    for job in jobs:
+        for kind, value, what in (
+            ("video", job.video_id, f"the video id '{job.video_id}' (its frames and frame ids would collide)"),
+            ("key", job.key, f"the part file name '{job.key}.jsonl'"),
+        ):
+            other = seen.setdefault((kind, value), job)
+            if other is not job:
+                raise ValueError(f"{other.rel} and {job.rel} would share {what}; rename one of them")
+
+
+def merged_identities(jobs: Iterable[Job], limit: int = 5) -> list[str]:
+    """One line per identity whose files lie in different folders (with ``identity=file``: same-named files of
+    perhaps different people, merged into one identity), at most ``limit`` files listed each."""
+    folders: dict[str, dict[str, list[str]]] = {}
+    for job in jobs:
+        folders.setdefault(job.identity, {}).setdefault(str(Path(job.rel).parent), []).append(job.rel)
+    lines = []
+    for identity, by_folder in folders.items():
+        if len(by_folder) > 1:
+            files = [rel for rels in by_folder.values() for rel in rels]
+            shown = ", ".join(files[:limit]) + (f", ... ({len(files)} files)" if len(files) > limit else "")
+            lines.append(f"identity '{identity}' is made of files in {len(by_folder)} folders: {shown}")
+    return lines
 
 
 def _frames(job: Job, fps: float) -> Iterator[np.ndarray]:
@@ -239,10 +276,116 @@ def read_manifest(path: str | Path) -> list[dict]:
     return read_part(Path(path))
 
 
+LOCK_FILE = "prepare.lock"
+_HELD_LOCKS: dict[Path, int] = {}  # lock file -> nesting depth, for this process
+
+
+class OutputInUseError(RuntimeError):
+    """Another live run holds the output folder's lock; the message names its pid and the lock file."""
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def lock_output(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``out_dir/prepare.lock`` (created) for the duration, with this process's pid written in it.
+
+    The lock is the operating system's (flock), so a killed run never leaves a stale one; a second run on the
+    folder while the first is alive raises OutputInUseError naming the first's pid. Re-entrant in one process.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = (out_dir / LOCK_FILE).resolve()
+    if _HELD_LOCKS.get(path):
+        _HELD_LOCKS[path] += 1
+        try:
+            yield path
+        finally:
+            _HELD_LOCKS[path] -= 1
+        return
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if not _try_lock(fd):
+            owner = os.read(fd, 200).decode(errors="replace").strip() or "a process"
+            os.close(fd)
+            raise OutputInUseError(
+                f"{out_dir} is being prepared by another live run ({owner}; lock file {path}): "
+                "wait for it to finish or stop it, then run again"
+            )
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous owner removed the file after we opened it: lock the new one
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+    _HELD_LOCKS[path] = 1
+    try:
+        yield path
+    finally:
+        del _HELD_LOCKS[path]
+        path.unlink(missing_ok=True)  # before the unlock, so a waiting run re-opens a fresh file
+        os.close(fd)
+
+
+def remove_leftovers(out_dir: str | os.PathLike) -> int:
+    """Delete the temporary files a killed run leaves (``.*.partial`` images, ``.*.tmp`` parts); their count."""
+    removed = 0
+    for path in Path(out_dir).rglob(".*"):
+        if path.is_file() and path.name.endswith((".partial", ".tmp")):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(parent_pid: int, interval: float = 0.5) -> None:
+    """End this worker process as soon as ``parent_pid`` is gone, so a killed run leaves no worker writing on:
+    the kernel's parent-death signal on Linux, and everywhere a thread that watches the parent pid."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os._exit(1)
+
+    if os.getppid() != parent_pid:  # the parent died before the signal was set up
+        os._exit(1)
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
 _WORKER: dict = {}
 
 
-def _init_worker(backend: str) -> None:
+def _init_worker(backend: str, parent_pid: int | None = None) -> None:
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
     _WORKER["detector"] = LandmarkDetector(backend)
 
 
@@ -262,25 +405,32 @@ def prepare_dataset(
     workers: int = 1,
     progress: Callable[[Job, int], None] | None = None,
 ) -> list[dict]:
-    """Process every job without a part file (in ``workers`` processes), then write the manifest."""
+    """Process every job without a part file (in ``workers`` processes, which die with this one), then write the
+    manifest. Holds the folder's lock (``lock_output``) throughout and first removes what a killed run left."""
     out_dir = Path(out_dir)
-    todo = [job for job in jobs if not part_path(out_dir, job).is_file()]
-    if workers <= 1:
-        _init_worker(opts.backend)
-        for job in todo:
-            done = _run_job(job, out_dir, opts)
-            if progress:
-                progress(*done)
-    elif todo:
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        from multiprocessing import get_context
-
-        with ProcessPoolExecutor(
-            workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(opts.backend,)
-        ) as pool:
-            futures = [pool.submit(_run_job, job, out_dir, opts) for job in todo]
-            for future in as_completed(futures):
-                done = future.result()
+    check_unique(jobs)
+    with lock_output(out_dir):
+        remove_leftovers(out_dir)
+        todo = [job for job in jobs if not part_path(out_dir, job).is_file()]
+        if workers <= 1:
+            _init_worker(opts.backend)
+            for job in todo:
+                done = _run_job(job, out_dir, opts)
                 if progress:
                     progress(*done)
-    return build_manifest(out_dir, jobs)
+        elif todo:
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+            from multiprocessing import get_context
+
+            with ProcessPoolExecutor(
+                workers,
+                mp_context=get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(opts.backend, os.getpid()),
+            ) as pool:
+                futures = [pool.submit(_run_job, job, out_dir, opts) for job in todo]
+                for future in as_completed(futures):
+                    done = future.result()
+                    if progress:
+                        progress(*done)
+        return build_manifest(out_dir, jobs)

@@ -15,6 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import stylegan3  # noqa: E402
+from stylegan3.config import exit_with_error  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -24,8 +25,8 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     try:
         G = stylegan3.load(args.pickle)
-    except (OSError, ValueError) as err:
-        parser.exit(1, f"error: {err}\n")
+    except (stylegan3.WeightsNotFoundError, stylegan3.WeightsFileError, OSError, ValueError) as err:
+        exit_with_error(err)
     stylegan3.save(G, args.out_dir)
     params = sum(p.numel() for p in G.parameters())
     print(f"wrote {args.out_dir}: {G.architecture}, {G.img_resolution} px, {G.num_ws} ws, {params:,} parameters")

@@ -7,7 +7,8 @@ python scripts/evaluate.py cross pairs=pairs.csv out=E   # a manifest: columns r
 
 Pairs real/x.png with fake/x.png (relative path without extension; --source: a folder paired the same way or one
 image). Writes OUT/metrics.json (metric -> number, plus "missing": {metric: reason}), OUT/metrics.md (the thesis's
-table layout; --compare-thesis adds its published rows), OUT/info.json, OUT/per_pair.csv and OUT/config.yaml.
+table layout; --compare-thesis adds its published rows), OUT/info.json, OUT/per_pair.csv and OUT/config.yaml,
+all at the end: a failed run leaves an earlier run's results as they were.
 A metric whose weights file is missing is reported missing with the reason; the others are still computed.
 """
 
@@ -33,7 +34,8 @@ from reenactment.evaluation import (  # noqa: E402
     read_manifest,
     write_results,
 )
-from stylegan3.config import parse_cli, save_config  # noqa: E402
+from reenactment.image_io import ImageReadError  # noqa: E402
+from stylegan3.config import config_yaml, exit_with_error, parse_cli  # noqa: E402
 
 
 @dataclass
@@ -60,15 +62,17 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             raise SystemExit("error: give --real DIR and --fake DIR (or pairs=MANIFEST)")
     except PairingError as err:
-        raise SystemExit(f"error: {err}") from None
-    out = Path(cfg.out)
-    save_config(cfg, out / "config.yaml")
+        exit_with_error(err)
     networks, missing = load_networks(cfg.mode, cfg)
     for name, reason in missing.items():
         print(f"{name} missing: {reason}")
-    with tqdm(total=len(pairs), unit="pair", desc=cfg.mode) as bar:
-        result = evaluate(cfg.mode, pairs, cfg, networks, missing, progress=lambda n: bar.update(n - bar.n))
-    paths = write_results(result, out, cfg.compare_thesis)
+    try:
+        with tqdm(total=len(pairs), unit="pair", desc=cfg.mode) as bar:
+            result = evaluate(cfg.mode, pairs, cfg, networks, missing, progress=lambda n: bar.update(n - bar.n))
+    except (ImageReadError, PairingError, ValueError) as err:  # unreadable images, sizes that differ
+        exit_with_error(err)
+    # Results and the config that made them are written together, only now: a failed rerun leaves them as they were.
+    paths = write_results(result, cfg.out, cfg.compare_thesis, config_yaml(cfg))
     print(paths["md"].read_text())
     print(f"wrote {paths['json']}, {paths['md']}")
     return json.loads(paths["json"].read_text())

@@ -16,8 +16,9 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import stylegan3  # noqa: E402
+from stylegan3 import WeightsFileError, WeightsNotFoundError  # noqa: E402
 from stylegan3.bench import build_plan  # noqa: E402
-from stylegan3.config import parse_cli, save_config  # noqa: E402
+from stylegan3.config import exit_with_error, parse_cli, save_config  # noqa: E402
 from stylegan3.sampling import generate, make_grid, parse_seeds  # noqa: E402
 
 
@@ -49,8 +50,11 @@ def load_generator(cfg: GenerateConfig) -> torch.nn.Module:
 
 def main(argv: list[str] | None = None) -> Path:
     cfg = parse_cli(GenerateConfig, argv, __doc__)
-    G = load_generator(cfg)
-    seeds = parse_seeds(cfg.seeds)
+    try:
+        G = load_generator(cfg)
+        seeds = parse_seeds(cfg.seeds)
+    except (WeightsNotFoundError, WeightsFileError, ValueError) as err:  # missing or unusable weights, bad seeds
+        exit_with_error(err)
     images = generate(G, seeds, cfg.truncation_psi, cfg.truncation_cutoff, cfg.noise_mode, cfg.batch_size)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,8 @@ from inversion.inverter import InverterOptions, invert, synthesize  # noqa: E402
 from inversion.losses import LossWeights, build_inversion_loss  # noqa: E402
 from inversion.targets import load_target, to_tensor, to_uint8  # noqa: E402
 from reenactment.image_io import write_image  # noqa: E402
-from stylegan3.config import parse_cli, save_config  # noqa: E402
+from stylegan3 import WeightsFileError, WeightsNotFoundError  # noqa: E402
+from stylegan3.config import exit_with_error, parse_cli, save_config  # noqa: E402
 
 
 @dataclass
@@ -38,6 +39,7 @@ class InvertConfig(InverterOptions):
     out: str = "out/invert"  # output folder
     align: bool = True  # FFHQ-align the photo first (--no-align: it is already aligned)
     backend: str = "dlib"  # landmark backend for alignment
+    face: str = "largest"  # which face of several: largest, or an index (0 = the largest; the log lists them)
     device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:1, mps
     loss: LossWeights = field(default_factory=LossWeights)  # eq. 3.5 weights; 0 turns a term off
     loss_resolution: int | None = None  # LPIPS at full resolution (thesis) or downsampled to this size (e.g. 256)
@@ -58,10 +60,10 @@ def main(argv: list[str] | None = None) -> Path:
     device = resolve_device(cfg.device)
     try:
         G = stylegan3.load(cfg.network, device=device)
-        target = load_target(cfg.image, G.img_resolution, align=cfg.align, backend=cfg.backend)
+        target = load_target(cfg.image, G.img_resolution, cfg.align, cfg.backend, cfg.face, report=print)
         loss_fn = build_inversion_loss(cfg.loss, cfg.loss_resolution, cfg.arcface, cfg.alexnet, device)
-    except (OSError, ValueError) as err:  # missing weights, unreadable image, no face: one line
-        raise SystemExit(f"error: {err}") from None
+    except (WeightsNotFoundError, WeightsFileError, OSError, ValueError) as err:  # bad weights, image, no face
+        exit_with_error(err)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")

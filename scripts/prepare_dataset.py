@@ -20,8 +20,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tqdm import tqdm  # noqa: E402
 
-from reenactment.prepare import PrepareOptions, find_jobs, part_path, prepare_dataset  # noqa: E402
-from stylegan3.config import parse_cli, save_config  # noqa: E402
+from reenactment.prepare import (  # noqa: E402
+    OutputInUseError,
+    PrepareOptions,
+    find_jobs,
+    lock_output,
+    merged_identities,
+    part_path,
+    prepare_dataset,
+)
+from stylegan3.config import exit_with_error, parse_cli, save_config  # noqa: E402
 
 
 @dataclass
@@ -60,14 +68,25 @@ def main(argv: list[str] | None = None) -> Path:
     out = Path(cfg.output)
     try:
         jobs, unmatched = find_jobs(Path(cfg.input), cfg.identity)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
+    except ValueError as err:  # a bad pattern, or two files that would share an id
+        exit_with_error(err)
     if not jobs:
         raise SystemExit(f"error: no images or videos under {cfg.input} match the identity pattern {cfg.identity!r}")
+    try:
+        with lock_output(out):  # one run per output folder at a time
+            return run(cfg, out, jobs, unmatched)
+    except OutputInUseError as err:
+        exit_with_error(err)
+
+
+def run(cfg: PrepareConfig, out: Path, jobs: list, unmatched: int) -> Path:
     check_resume(out, cfg)
     save_config(cfg, out / "config.yaml")
     if unmatched:
         print(f"{unmatched} media files do not match identity pattern {cfg.identity!r} and are left out")
+    if cfg.identity == "file":
+        for line in merged_identities(jobs):
+            print(f"note: {line} (identity=file: same-named files are one identity; identity=folder keeps them apart)")
     bar = tqdm(total=len(jobs), unit="file", desc="prepare")
     bar.update(sum(part_path(out, job).is_file() for job in jobs))  # finished by an earlier run
     totals = {"records": 0}

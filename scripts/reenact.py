@@ -36,7 +36,8 @@ from reenactment.pipeline import (  # noqa: E402
     prepare_source,
     reenact,
 )
-from stylegan3.config import parse_cli, save_config  # noqa: E402
+from stylegan3 import WeightsFileError, WeightsNotFoundError  # noqa: E402
+from stylegan3.config import exit_with_error, parse_cli, save_config  # noqa: E402
 
 
 @dataclass
@@ -53,6 +54,7 @@ class ReenactConfig(DrivingOptions):
     device: str = "auto"  # auto (cuda if available), cpu, cuda, mps
     batch_size: int = 8  # driving frames per generator batch
     backend: str = "dlib"  # landmark backend: dlib or mediapipe
+    face: str = "largest"  # which face of the source photo: largest, or an index (0 = the largest)
     latent: str | None = None  # the source's W+ as .npy [num_ws, w_dim]: skip inverting it
     cache: bool = True  # cache the source latent under $REENACT_CACHE/latents
     steps: int = 1000  # inversion steps for the source (thesis: 1000)
@@ -82,11 +84,22 @@ def main(argv: list[str] | None = None) -> Path:
         )
         if cfg.latent:
             latent = np.load(cfg.latent)
-            source = prepare_source(G, cfg.source, detector, settings, device, cfg.tilt, latent=latent)
+            source = prepare_source(
+                G, cfg.source, detector, settings, device, cfg.tilt, latent=latent, face=cfg.face, report=tqdm.write
+            )
         else:
             bar = tqdm(total=cfg.steps, unit="step", desc="invert source", leave=False)
             source = prepare_source(
-                G, cfg.source, detector, settings, device, cfg.tilt, cfg.cache, lambda s, t: bar.update(1)
+                G,
+                cfg.source,
+                detector,
+                settings,
+                device,
+                cfg.tilt,
+                cfg.cache,
+                lambda s, t: bar.update(1),
+                face=cfg.face,
+                report=tqdm.write,
             )
             bar.close()
             print("source latent: " + ("from the cache" if source.cached else f"inverted in {cfg.steps} steps"))
@@ -107,8 +120,8 @@ def main(argv: list[str] | None = None) -> Path:
         )
         tracked.close()
         written.close()
-    except (OSError, ValueError, NoFaceError) as err:
-        raise SystemExit(f"error: {err}") from None
+    except (WeightsNotFoundError, WeightsFileError, OSError, ValueError, NoFaceError) as err:
+        exit_with_error(err)
     out = Path(result["output"])
     save_config(cfg, out.with_name(out.stem + ".config.yaml"))
     if result["missing"]:

@@ -1,6 +1,6 @@
 """StyleGAN2 / StyleGAN3 generators in pure PyTorch, loading NVIDIA's pickles without running them."""
 
-from .io import KNOWN_MODELS, WeightsNotFoundError, build, cache_dir, fetch_weights, load, save
+from .io import KNOWN_MODELS, WeightsFileError, WeightsNotFoundError, build, cache_dir, fetch_weights, load, save
 from .legacy import UnsafePickleError
 from .networks_stylegan2 import Generator as StyleGAN2Generator
 from .networks_stylegan3 import Generator as StyleGAN3Generator
@@ -10,6 +10,7 @@ __all__ = [
     "StyleGAN2Generator",
     "StyleGAN3Generator",
     "UnsafePickleError",
+    "WeightsFileError",
     "WeightsNotFoundError",
     "build",
     "cache_dir",

@@ -161,7 +161,26 @@ def parse_cli(cls: type[T], argv: list[str] | None, description: str = "") -> T:
         parser.error(str(err))
 
 
+def config_yaml(cfg: Any) -> str:
+    """The resolved config as YAML text (what ``save_config`` writes)."""
+    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
+
+
 def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    Path(path).write_text(config_yaml(cfg))
+
+
+def exit_with_error(err: BaseException | str) -> typing.NoReturn:
+    """End a script with ``error: <err>`` (exit status 1) on a line of its own.
+
+    Open tqdm progress bars are closed first and left on screen with their newline, so the message does not land
+    at the end of a half-drawn bar, and the user still sees how far the run got.
+    """
+    from tqdm import tqdm
+
+    for bar in sorted(getattr(tqdm, "_instances", ()), key=lambda b: -getattr(b, "pos", 0)):
+        bar.leave = True
+        bar.close()
+    raise SystemExit("error: " + " ".join(str(err).split()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import tempfile
 import urllib.error
@@ -42,6 +43,67 @@ KNOWN_MODELS: dict[str, str] = {
 
 class WeightsNotFoundError(FileNotFoundError):
     """A weights file is missing and could not be fetched; the message says where to put it."""
+
+
+class WeightsFileError(ValueError):
+    """A weights file that is there but unusable (empty, truncated, another format, another network).
+
+    Every loader (generator pickles and folders, mapper, ArcFace, AlexNet, FID Inception) raises this one type,
+    so a script catches it once and prints ``str(err)``: one line naming ``path`` and ``problem``.
+    """
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = " ".join(str(problem).split())  # one line, whatever the reader said
+        super().__init__(f"weights file '{self.path}' is unusable: {self.problem}")
+
+    def __reduce__(self):  # picklable across processes despite the two-argument constructor
+        return type(self), (self.path, self.problem)
+
+
+def _describe(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+
+def check_not_empty(path: str | os.PathLike) -> Path:
+    """``path`` as a Path; a zero-byte file raises WeightsFileError (an interrupted download or copy)."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise WeightsFileError(path, "the file is empty (0 bytes): an interrupted download or copy? Fetch it again")
+    return path
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A ``torch.save``d state dict read with ``weights_only=True``; anything else raises WeightsFileError."""
+    path = check_not_empty(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, a text file, a pickle of other objects: all "unusable"
+        raise WeightsFileError(path, f"not a readable PyTorch state dict ({_describe(err)})") from err
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsFileError(path, f"expected a state dict of tensors, got {type(state).__name__}")
+    return state
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """``safetensors.torch.load_file`` with failures (a truncated file: "incomplete metadata") as WeightsFileError."""
+    path = check_not_empty(path)
+    try:
+        return load_file(str(path))
+    except Exception as err:
+        raise WeightsFileError(path, f"not a complete safetensors file ({_describe(err)}); write it again") from err
+
+
+def read_json_config(path: str | os.PathLike) -> dict:
+    """A JSON object from ``path``; an unreadable or non-object file raises WeightsFileError."""
+    path = check_not_empty(path)
+    try:
+        config = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise WeightsFileError(path, f"not a readable JSON config ({_describe(err)})") from err
+    if not isinstance(config, dict):
+        raise WeightsFileError(path, f"expected a JSON object, got {type(config).__name__}")
+    return config
 
 
 def cache_dir() -> Path:
@@ -148,30 +210,56 @@ def _load_state_strict(G: nn.Module, state: dict[str, torch.Tensor], source: str
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))
     if missing or extra:
-        raise ValueError(f"{source}: weights do not match the network (missing {missing[:5]}, unexpected {extra[:5]})")
+        raise WeightsFileError(
+            source, f"weights do not match the network (missing {missing[:5]}, unexpected {extra[:5]})"
+        )
     for key, value in state.items():
         if tuple(value.shape) != tuple(own[key].shape):
-            raise ValueError(f"{source}: {key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}")
+            raise WeightsFileError(source, f"{key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}")
     G.load_state_dict(state, strict=True)
 
 
+def _pickle_problem(path: Path, err: Exception) -> str:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"PK\x03\x04":
+        return "a zip archive (a torch.save file?), not an NVIDIA network pickle"
+    if isinstance(err, legacy.UnsafePickleError):
+        return str(err)
+    if isinstance(err, EOFError) or "truncated" in str(err):
+        return f"the pickle ends early ({_describe(err)}): a truncated download? Fetch it again"
+    return f"not an NVIDIA network pickle ({_describe(err)})"
+
+
 def load_network_pickle(path: str | os.PathLike, key: str = "G_ema") -> nn.Module:
-    """Load ``key`` of an NVIDIA pickle (stylegan3 or stylegan2-ada-pytorch) without running its code."""
+    """Load ``key`` of an NVIDIA pickle (stylegan3 or stylegan2-ada-pytorch) without running its code.
+
+    A file that is empty, truncated, not a pickle, refers to code outside the allow-list (``UnsafePickleError``,
+    kept as the ``__cause__``) or holds no usable generator raises WeightsFileError naming it.
+    """
+    path = check_not_empty(path)
     try:
         data = legacy.read_pickle(path)
-    except legacy.UnsafePickleError as err:
-        raise legacy.UnsafePickleError(f"{path}: {err}") from None
+    except Exception as err:  # whatever a damaged or foreign pickle makes the unpickler raise
+        raise WeightsFileError(path, _pickle_problem(path, err)) from err
     record = data.get(key) if isinstance(data, dict) else None
     if not isinstance(record, legacy.PersistentRecord):
-        raise ValueError(f"{path}: no network under '{key}' (keys: {sorted(data) if isinstance(data, dict) else '?'})")
+        keys = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
+        raise WeightsFileError(path, f"no network under '{key}' (found {keys}): not a StyleGAN network pickle")
     if record.class_name != "Generator":
-        raise ValueError(f"{path}: '{key}' is a {record.class_name}, not a Generator")
-    kwargs = legacy.record_init_kwargs(record)
-    kwargs.update(kwargs.pop("synthesis_kwargs", None) or {})  # stylegan2-ada-pytorch nests these
-    synthesis = record.state["_modules"]["synthesis"].state["_modules"]
-    architecture = "stylegan3" if "input" in synthesis else "stylegan2"
-    G = build(architecture, kwargs)
-    _load_state_strict(G, legacy.record_state_dict(record), str(path))
+        raise WeightsFileError(path, f"'{key}' is a {record.class_name}, not a Generator")
+    try:
+        kwargs = legacy.record_init_kwargs(record)
+        kwargs.update(kwargs.pop("synthesis_kwargs", None) or {})  # stylegan2-ada-pytorch nests these
+        synthesis = record.state["_modules"]["synthesis"].state["_modules"]
+        architecture = "stylegan3" if "input" in synthesis else "stylegan2"
+        G = build(architecture, kwargs)
+        state = legacy.record_state_dict(record)
+    except WeightsFileError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, pickle.UnpicklingError) as err:
+        raise WeightsFileError(path, f"'{key}' is not a generator this code can build ({_describe(err)})") from err
+    _load_state_strict(G, state, str(path))
     return G
 
 
@@ -199,11 +287,14 @@ def load_safetensors(path: str | os.PathLike) -> nn.Module:
     for p in (config_path, weights_path):
         if not p.is_file():
             raise WeightsNotFoundError(f"{p} not found: a generator folder holds {CONFIG_FILE} and {WEIGHTS_FILE}")
-    config = json.loads(config_path.read_text())
+    config = read_json_config(config_path)
     if config.get("format") != FORMAT:
-        raise ValueError(f"{config_path}: not a generator config (format {config.get('format')!r})")
-    G = build(config["architecture"], config["init_kwargs"])
-    _load_state_strict(G, load_file(str(weights_path)), str(weights_path))
+        raise WeightsFileError(config_path, f"not a generator config (format {config.get('format')!r})")
+    try:
+        G = build(config["architecture"], config["init_kwargs"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise WeightsFileError(config_path, f"not a generator this code can build ({_describe(err)})") from err
+    _load_state_strict(G, read_safetensors(weights_path), str(weights_path))
     return G
 
 

@@ -127,7 +127,7 @@ def test_fid_inception_weights_come_from_a_file_or_a_clear_error(tmp_path, monke
     assert torch.equal(net.blocks[0][0].conv.weight, state["Conv2d_1a_3x3.conv.weight"])
     del state["fc.bias"]
     torch.save(state, tmp_path / "broken.pth")
-    with pytest.raises(RuntimeError, match="fc.bias"):
+    with pytest.raises(stylegan3.WeightsFileError, match="fc.bias"):
         M.load_fid_inception(tmp_path / "broken.pth", dims=64)
 
 
