@@ -273,6 +273,7 @@ def brief_closures(openness: np.ndarray, depth: float = 0.04, window: int = 4) -
     frames = []
     for t in range(1, len(openness) - 1):
         before, after = openness[max(0, t - window) : t], openness[t + 1 : t + window + 1]
-        if openness[t] < before.min() and openness[t] <= after.min() and min(before.max(), after.max()) - openness[t] >= depth:
+        lowest = openness[t] < before.min() and openness[t] <= after.min()
+        if lowest and min(before.max(), after.max()) - openness[t] >= depth:
             frames.append(t)
     return np.array(frames, dtype=np.int64)

@@ -189,3 +189,49 @@ def test_bad_options_are_one_line_errors(kwargs, message) -> None:
     with pytest.raises(ValueError) as err:
         transfer_motion(source_points(), driving_points("grid_bbaf2n"), **kwargs)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_readme_figure(tmp_path) -> None:
+    from scripts.motion_figure import GREEN, RED, YELLOW, main
+
+    out = main([str(SAMPLES / "images" / "london_003_neutral.jpg"), str(SAMPLES / "videos" / "grid_lrwp9a.mpg"),
+                "--out", str(tmp_path / "motion.png"), "--size", "96"])  # fmt: skip
+    from PIL import Image
+
+    image = np.asarray(Image.open(out))
+    assert image.shape == (96, 4 * 96, 3)
+    panels = [image[:, k * 96 : (k + 1) * 96].reshape(-1, 3) for k in range(4)]
+    has = [{c for c in (GREEN, RED, YELLOW) if (panel == c).all(axis=1).any()} for panel in panels]
+    assert has == [{GREEN}, {RED}, {GREEN, RED}, {GREEN, YELLOW}]
+
+
+def test_all_sample_pairs(capsys) -> None:
+    """Every London neutral photo x every GRID clip: the openness of the chosen reference frame (ours against a
+    whole-face choice, scipy's Procrustes disparity over the 68 iBUG points, as FOMM's find_best_frame), and on
+    how many frames the target's face shape is closer to the source's than to the driving's."""
+    from conftest import LONDON
+
+    idx = list(SHAPE)
+    rows, fractions, ours, whole_face = [], [], [], []
+    for name in [n for n in LONDON if "neutral" in n]:
+        S = source_points(name)
+        for clip in GRID_CLIPS:
+            D = driving_points(clip)
+            target, ref = transfer_motion(S, D)
+            fomm = int(np.argmin([procrustes(S[:68], d[:68])[2] for d in D]))
+            to_source = np.array([procrustes(S[idx], t[idx])[2] for t in target])
+            to_driving = np.array([procrustes(d[idx], t[idx])[2] for d, t in zip(D, target)])
+            fractions.append(float((to_source < to_driving).mean()))
+            openness = mouth_openness(D)
+            ours.append(openness[ref] - openness.min())
+            whole_face.append(openness[fomm] - openness.min())
+            rows.append(
+                f"{name[7:10]}/{clip[5:]} {fractions[-1]:.2f} ref +{ours[-1]:.3f} (whole face +{whole_face[-1]:.3f})"
+            )
+    with capsys.disabled():
+        print("\nshape closer to the source (fraction of frames), reference openness above the clip's minimum (IOD):")
+        print("  " + "\n  ".join(rows))
+        print(f"  mean {np.mean(fractions):.3f}, worst {min(fractions):.2f}; ref openness above min: ours max "
+              f"{max(ours):.3f}, whole face max {max(whole_face):.3f}")  # fmt: skip
+    assert max(ours) <= 0.02 and max(whole_face) > 0.05
+    assert np.mean(fractions) >= 0.95 and min(fractions) >= 0.75
