@@ -24,12 +24,13 @@ from torch import nn
 from inversion.inverter import InverterOptions, invert, synthesize
 from inversion.losses import LossWeights, build_inversion_loss
 from inversion.targets import to_tensor, to_uint8
-from stylegan3.io import cache_dir
+from stylegan3.io import atomic_write, cache_dir
 
 from .align import Crop, crop_transform, face_crop, stabilize_crops, transform_points, warp_crop
 from .image_io import read_image, write_image
-from .landmark_image import render_landmark_images
+from .landmark_image import render_landmark_image, render_landmark_images
 from .landmarks import LandmarkDetector, NoFaceError, parse_face
+from .motion import check_motion_options, transfer_motion
 from .prepare import IMAGE_SUFFIXES
 from .smoothing import smooth_landmarks
 from .video import VideoReader, VideoWriter
@@ -48,14 +49,22 @@ class SourceInversion:
 
 @dataclass
 class DrivingOptions:
-    """How driving landmarks are tracked: the same smoothing and crop as ``prepare_dataset.py`` by default."""
+    """How driving landmarks are tracked (the same smoothing and crop as ``prepare_dataset.py`` by default) and
+    how their motion is put on the source's face (``reenactment.motion``)."""
 
-    smooth: bool = True
-    smooth_min_cutoff: float = 4.0
-    smooth_beta: float = 3.0
-    crop: str = "smooth"
-    crop_sigma_s: float = 0.3
-    tilt: str = "eyes"
+    smooth: bool = True  # smooth video landmark tracks over time (zero-phase One-Euro)
+    smooth_min_cutoff: float = 4.0  # One-Euro minimum cut-off frequency, Hz
+    smooth_beta: float = 3.0  # One-Euro speed coefficient (positions in inter-ocular distances)
+    smooth_mouth_min_cutoff: float = 4.0  # the lips' own minimum cut-off, Hz
+    smooth_mouth_beta: float = 50.0  # the lips' own speed coefficient: high, so brief closures (p, b, m) stay closed
+    crop: str = "smooth"  # video crop: smooth (slow low-pass), fixed (one crop per clip) or none (per frame)
+    crop_sigma_s: float = 0.3  # crop low-pass width in seconds (crop=smooth)
+    tilt: str = "eyes"  # crop angle: eyes (eye line level) or ffhq
+    motion: str = "relative"  # relative (the driving's motion on the source's face) or absolute (its landmarks)
+    pose: str = "driving"  # driving (head pose changes transferred) or source (the source's head pose kept)
+    reference: str = "best"  # relative mode's reference frame: best (mouth and eyes opened like the source's), first, N
+    motion_scale: float = 1.0  # 0: the source unchanged, 1: as driven, > 1: exaggerated
+    regions: str = "all"  # comma list of all, expression, lips, eyes, brows, pose: the rest keeps the source's
 
 
 @dataclass
@@ -192,7 +201,14 @@ def track_driving(
     idx[idx < 0] = np.flatnonzero(found)[0]
     track = track[idx]
     if video and options.smooth and len(track) > 2:
-        track = smooth_landmarks(track, fps, min_cutoff=options.smooth_min_cutoff, beta=options.smooth_beta)
+        track = smooth_landmarks(
+            track,
+            fps,
+            min_cutoff=options.smooth_min_cutoff,
+            beta=options.smooth_beta,
+            mouth_min_cutoff=options.smooth_mouth_min_cutoff,
+            mouth_beta=options.smooth_mouth_beta,
+        )
     crops = np.stack([face_crop(p, options.tilt).as_array() for p in track])
     if video:
         crops = stabilize_crops(crops, fps, options.crop_sigma_s, options.crop)
@@ -224,6 +240,49 @@ class Reenactor:
         return to_uint8(synthesize(self.G, w))
 
 
+def motion_target(source_points: np.ndarray, track: DrivingTrack, options: DrivingOptions, still: bool = False) -> dict:
+    """What the mapper is shown: the driving track's motion put on the source (``reenactment.motion``).
+
+    ``still`` (one driving image): relative motion has no reference frame to measure motion from (the target
+    would be the source), so the driving image's landmarks are used as they are (``motion=absolute``).
+
+    Returns ``{"target": [T, 70, 2] float32 (aligned frame pixels), "reference": frame index or None,
+    "motion": the mode used}``.
+    """
+    motion = "absolute" if still else options.motion
+    target, ref = transfer_motion(
+        source_points,
+        track.points,
+        motion=motion,
+        pose=options.pose,
+        reference=options.reference,
+        motion_scale=options.motion_scale,
+        regions=options.regions,
+    )
+    return {"target": target.astype(np.float32), "reference": ref, "motion": motion}
+
+
+def save_track(
+    path: str | Path, source_points: np.ndarray, track: DrivingTrack, target: dict, fps: float | None
+) -> Path:
+    """Write the landmark track as .npz (atomically): ``source`` [70, 2], ``driving`` [T, 70, 2] (after smoothing),
+    ``target`` [T, 70, 2] (what is rendered for the mapper), all float32 pixels of the generator's aligned frame;
+    ``fps`` (NaN for an image), ``reference`` (the reference frame, -1 in absolute mode) and ``motion``."""
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        source=np.asarray(source_points, np.float32),
+        driving=track.points.astype(np.float32),
+        target=target["target"],
+        fps=np.float64(np.nan if fps is None else fps),
+        reference=np.int64(-1 if target["reference"] is None else target["reference"]),
+        motion=np.str_(target["motion"]),
+    )
+    return atomic_write(path, buffer.getvalue())
+
+
 def reenact(
     reenactor: Reenactor,
     driving: str | Path,
@@ -235,40 +294,57 @@ def reenact(
     on_frames: Callable[[int], None] | None = None,
     on_tracked: Callable[[], None] | None = None,
     paste_back: bool = False,
+    track_file: str | Path | None = None,
+    show_landmarks: bool = False,
 ) -> dict:
     """Reenact the source with a driving clip (or image) into ``output`` (mp4, or an image for an image).
 
-    ``paste_back``: the output is the source photo with the reenacted face put back (``--concat`` then shows
-    driving | result side by side at the photo's height); otherwise the aligned face at the generator's size.
+    The mapper is shown the driving motion put on the source's landmarks as ``options`` say (motion, pose,
+    reference, motion_scale, regions: :func:`motion_target`). ``paste_back``: the output is the source photo with
+    the reenacted face put back (``--concat`` then shows driving | result side by side at the photo's height);
+    otherwise the aligned face at the generator's size. ``track_file``: also write the landmark track there
+    (:func:`save_track`), before any frame is rendered. ``show_landmarks``: ``--concat`` gains a last panel, the
+    target landmarks drawn as the mapper sees them.
 
-    Returns ``{"frames", "missing", "fps", "output"}``.
+    Returns ``{"frames", "missing", "fps", "output", "motion", "reference"}``.
     """
+    check_motion_options(options.motion, options.pose, options.reference, options.motion_scale, options.regions)
     res = reenactor.G.img_resolution
     paste = PasteBack(reenactor.source, res) if paste_back else None
     track = track_driving(driving, detector, res, options, on_tracked)
+    target = motion_target(reenactor.source.points, track, options, still=is_image(driving))
+    if track_file:
+        save_track(track_file, reenactor.source.points, track, target, None if is_image(driving) else track.fps)
+    points = target["target"]
+    info = {"missing": track.missing, "motion": target["motion"], "reference": target["reference"]}
     output = Path(output)
+
+    def panels(driving_frame: np.ndarray, t: int, result: np.ndarray) -> np.ndarray:
+        shown = points[t] if show_landmarks else None
+        return _panels(driving_frame, track.crops[t], reenactor.source.aligned, result, paste_back, shown, res)
+
     if is_image(driving):
         if not is_image(output):
             output = output.with_suffix(".png")
-        frame = reenactor.frames(track.points)[0]
+        frame = reenactor.frames(points)[0]
         frame = paste(frame) if paste else frame
         if concat:
-            frame = _panels(next(_driving_frames(driving)), track.crops[0], reenactor.source.aligned, frame, paste_back)
+            frame = panels(next(_driving_frames(driving)), 0, frame)
         write_image(output, frame)
-        return {"frames": 1, "missing": track.missing, "fps": None, "output": str(output)}
+        return {"frames": 1, "fps": None, "output": str(output), **info}
     audio = driving if track.has_audio else None
     with VideoWriter(output, track.fps, audio_from=audio) as writer:
         frames = _driving_frames(driving) if concat else None
-        for start in range(0, len(track.points), batch_size):
-            batch = reenactor.frames(track.points[start : start + batch_size])
+        for start in range(0, len(points), batch_size):
+            batch = reenactor.frames(points[start : start + batch_size])
             for i, result in enumerate(batch):
                 result = paste(result) if paste else result
                 if frames is not None:
-                    result = _panels(next(frames), track.crops[start + i], reenactor.source.aligned, result, paste_back)
+                    result = panels(next(frames), start + i, result)
                 writer.write(result)
             if on_frames:
                 on_frames(len(batch))
-    return {"frames": len(track.points), "missing": track.missing, "fps": track.fps, "output": str(output)}
+    return {"frames": len(points), "fps": track.fps, "output": str(output), **info}
 
 
 def face_mask(points: np.ndarray, size: int, feather: float = 0.04) -> np.ndarray:
@@ -313,13 +389,20 @@ class PasteBack:
 
 
 def _panels(
-    driving_frame: np.ndarray, crop: np.ndarray, source_aligned: np.ndarray, result: np.ndarray, pasted: bool
+    driving_frame: np.ndarray,
+    crop: np.ndarray,
+    source_aligned: np.ndarray,
+    result: np.ndarray,
+    pasted: bool,
+    landmarks: np.ndarray | None = None,
+    frame_size: int = 1024,
 ) -> np.ndarray:
     """driving (aligned with its steady crop) | source | result at the output resolution; for a pasted-back
-    result (the source photo's size): driving | result, the driving crop at the result's height (even)."""
-    if pasted:
-        side = result.shape[0]
-        driving_aligned, _ = warp_crop(driving_frame, Crop.from_array(crop), size=side)
-        return np.concatenate([driving_aligned, result], axis=1)
-    driving_aligned, _ = warp_crop(driving_frame, Crop.from_array(crop), size=result.shape[0])
-    return np.concatenate([driving_aligned, source_aligned, result], axis=1)
+    result (the source photo's size): driving | result, the driving crop at the result's height (even).
+    ``landmarks`` ([70, 2] in the ``frame_size`` aligned frame): a last panel with them drawn."""
+    side = result.shape[0]
+    driving_aligned, _ = warp_crop(driving_frame, Crop.from_array(crop), size=side)
+    panels = [driving_aligned, result] if pasted else [driving_aligned, source_aligned, result]
+    if landmarks is not None:
+        panels.append(render_landmark_image(landmarks, size=side, image_size=frame_size))
+    return np.concatenate(panels, axis=1)

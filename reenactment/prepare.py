@@ -60,6 +60,8 @@ class PrepareOptions:
     smooth: bool = True  # smooth video landmark tracks over time (zero-phase One-Euro)
     smooth_min_cutoff: float = 4.0  # One-Euro minimum cut-off frequency, Hz
     smooth_beta: float = 3.0  # One-Euro speed coefficient (positions in inter-ocular distances)
+    smooth_mouth_min_cutoff: float = 4.0  # the lips' own minimum cut-off, Hz
+    smooth_mouth_beta: float = 50.0  # the lips' own speed coefficient: high, so brief closures (p, b, m) stay closed
     tilt: str = "eyes"  # crop angle: eyes (eye line level) or ffhq (FFHQ's eye/mouth blend)
     crop: str = "smooth"  # video crop: smooth (slow low-pass), fixed (one crop per clip) or none (per frame)
     crop_sigma_s: float = 0.3  # crop low-pass width in seconds (crop=smooth)
@@ -194,7 +196,14 @@ def process_job(job: Job, out_dir: Path, opts: PrepareOptions, detector: Landmar
     records: list[dict] = []
     if found.any():
         if job.is_video and opts.smooth and found.sum() > 2:
-            track = smooth_landmarks(track, opts.fps, min_cutoff=opts.smooth_min_cutoff, beta=opts.smooth_beta)
+            track = smooth_landmarks(
+                track,
+                opts.fps,
+                min_cutoff=opts.smooth_min_cutoff,
+                beta=opts.smooth_beta,
+                mouth_min_cutoff=opts.smooth_mouth_min_cutoff,
+                mouth_beta=opts.smooth_mouth_beta,
+            )
         crops = np.full((len(track), 4), np.nan)
         for t in np.flatnonzero(found):
             crops[t] = face_crop(track[t], opts.tilt).as_array()

@@ -9,6 +9,11 @@ cancel.
 Since ``beta`` multiplies a speed, its meaning depends on units. :func:`smooth_landmarks` divides the
 track by a face scale (the inter-ocular distance, IOD) first, so the defaults hold for any face size:
 ``beta`` is per (IOD / s).
+
+Lips get their own parameters (``mouth_min_cutoff``, ``mouth_beta``): a closure for p, b or m lasts two or three
+frames, and a low-pass that calms the still points lifts it (the mouth stays open). The video defaults keep the
+rest cut-off (a still mouth is as steady) but raise the speed term (beta 50 instead of 3), so a moving mouth
+passes almost unfiltered; measured by ``tests/test_smoothing.py::test_grid_clips_keep_lip_closures``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .landmarks import inter_ocular_distance
+from .motion import LIPS
 
 
 def _alpha(cutoff: np.ndarray | float, dt: np.ndarray | float) -> np.ndarray:
@@ -96,6 +102,8 @@ def smooth_landmarks(
     d_cutoff: float = 1.0,
     zero_phase: bool = True,
     scale: float | np.ndarray | None = None,
+    mouth_min_cutoff: float | None = None,
+    mouth_beta: float | None = None,
 ) -> np.ndarray:
     """Smooth a landmark track with the One-Euro filter, in face-size units.
 
@@ -122,13 +130,28 @@ def smooth_landmarks(
     s = _track_scale(track, scale)
     x = _fill_gaps(np.where(missing[..., None], np.nan, track) / s)
 
-    f = OneEuroFilter(fps, min_cutoff=min_cutoff, beta=beta, d_cutoff=d_cutoff)
-    out = np.stack([f(frame) for frame in x]) if len(x) else x.copy()
-    if zero_phase and len(x):
-        f.reset()
-        out = np.stack([f(frame) for frame in out[::-1]])[::-1]
+    out = _one_euro(x, OneEuroFilter(fps, min_cutoff=min_cutoff, beta=beta, d_cutoff=d_cutoff), zero_phase)
+    if (mouth_min_cutoff is not None or mouth_beta is not None) and track.shape[1] == 70:
+        mouth = OneEuroFilter(
+            fps,
+            min_cutoff=min_cutoff if mouth_min_cutoff is None else mouth_min_cutoff,
+            beta=beta if mouth_beta is None else mouth_beta,
+            d_cutoff=d_cutoff,
+        )
+        out[:, list(LIPS)] = _one_euro(x[:, list(LIPS)], mouth, zero_phase)
     out = out * s
     out[missing] = np.nan
+    return out
+
+
+def _one_euro(x: np.ndarray, f: OneEuroFilter, zero_phase: bool) -> np.ndarray:
+    """Run ``f`` over [T, ...] ``x`` along axis 0 (then backward over the result when ``zero_phase``)."""
+    if not len(x):
+        return x.copy()
+    out = np.stack([f(frame) for frame in x])
+    if zero_phase:
+        f.reset()
+        out = np.stack([f(frame) for frame in out[::-1]])[::-1]
     return out
 
 
@@ -239,3 +262,18 @@ def lag_frames(raw: np.ndarray, smoothed: np.ndarray, max_lag: int = 5) -> float
         if curvature < 0:
             lag += 0.5 * (left - right) / curvature
     return lag
+
+
+def brief_closures(openness: np.ndarray, depth: float = 0.04, window: int = 4) -> np.ndarray:
+    """Frames where a mouth closes briefly (p, b, m): the indices t of an openness series [T] (e.g.
+    ``reenactment.prepare.mouth_openness``, inter-ocular distances) that are the minimum of [t - window,
+    t + window] (the first frame of a flat minimum) and lie at least ``depth`` below the maximum on each side
+    within the window."""
+    openness = np.asarray(openness, dtype=np.float64)
+    frames = []
+    for t in range(1, len(openness) - 1):
+        before, after = openness[max(0, t - window) : t], openness[t + 1 : t + window + 1]
+        lowest = openness[t] < before.min() and openness[t] <= after.min()
+        if lowest and min(before.max(), after.max()) - openness[t] >= depth:
+            frames.append(t)
+    return np.array(frames, dtype=np.int64)

@@ -4,10 +4,15 @@ generator's resolution, at the driving clip's fps and with its sound.
 python scripts/reenact.py source.png driving.mp4 -o out.mp4 --network stylegan3-r-ffhq-1024x1024 --mapper runs/mapper
 python scripts/reenact.py source.png driving.mp4 -o out.mp4 --mapper runs/mapper --concat    # driving | source | result
 python scripts/reenact.py source.png driving.jpg -o out.png --mapper runs/mapper              # one driving image
+python scripts/reenact.py source.png driving.mp4 --mapper runs/mapper regions=lips motion_scale=1.5 save_track=t.npz
 
 The source is inverted once (``steps`` Adam steps, the thesis's loss) and its latent cached under
 $REENACT_CACHE/latents, keyed by the image, the network and the inversion settings; ``latent=FILE.npy`` uses a
 given W+ instead. Driving frames without a face reuse the last good landmarks (counted in the log).
+
+The mapper is shown the driving face's motion put on the source's landmarks (``motion=relative``, from the
+``reference`` frame, scaled to the source; ``pose``, ``motion_scale``, ``regions``), or the driving landmarks
+themselves (``motion=absolute``, the thesis's setting); see ``reenactment/motion.py``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from inversion.inverter import InverterOptions  # noqa: E402
 from inversion.losses import LossWeights  # noqa: E402
 from reenactment.landmarks import LandmarkDetector, NoFaceError  # noqa: E402
 from reenactment.mapper import load_mapper  # noqa: E402
+from reenactment.motion import check_motion_options  # noqa: E402
 from reenactment.pipeline import (  # noqa: E402
     DrivingOptions,
     Reenactor,
@@ -62,6 +68,8 @@ class ReenactConfig(DrivingOptions):
     loss_resolution: int | None = None  # LPIPS resolution for the inversion (None: full)
     arcface: str | None = None  # model_ir_se50.pth for the inversion's ID loss
     alexnet: str | None = None  # torchvision AlexNet weights for the inversion's LPIPS
+    save_track: str | None = None  # also write the landmark track (source, driving, target, fps) to this .npz
+    show_landmarks: bool = False  # with --concat: a last panel with the target landmarks the mapper is shown
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -71,6 +79,7 @@ def main(argv: list[str] | None = None) -> Path:
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
     start = time.time()
     try:
+        check_motion_options(cfg.motion, cfg.pose, cfg.reference, cfg.motion_scale, cfg.regions)
         G = stylegan3.load(cfg.network, device=device)
         mapper = load_mapper(cfg.mapper, device=device)
         if (mapper.num_ws, mapper.w_dim) != (G.num_ws, G.w_dim):
@@ -117,6 +126,8 @@ def main(argv: list[str] | None = None) -> Path:
             written.update,
             tracked.update,
             cfg.paste_back,
+            track_file=cfg.save_track,
+            show_landmarks=cfg.show_landmarks,
         )
         tracked.close()
         written.close()
@@ -128,6 +139,10 @@ def main(argv: list[str] | None = None) -> Path:
         print(
             f"{result['missing']} of {result['frames']} driving frames had no face: they reuse the last good landmarks"
         )
+    reference = result["reference"]
+    print(f"motion: {result['motion']}" + ("" if reference is None else f", from driving frame {reference}"))
+    if cfg.save_track:
+        print(f"landmark track: {cfg.save_track}")
     print(f"wrote {out} ({result['frames']} frames) in {time.time() - start:.1f} s")
     return out
 

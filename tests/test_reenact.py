@@ -147,3 +147,92 @@ def test_paste_back_into_the_source_photo(tmp_path, mapper_dir):
     assert proc.returncode == 0, proc.stderr[-2000:]
     info = probe_video(tmp_path / "pc.mp4")
     assert (info.width, info.height) == (1350 + 1350, 1350) and info.frame_count == 75 and info.has_audio
+
+
+def short_clip(path: Path, frames: int = 20) -> Path:
+    """``frames`` frames of the GRID clip from frame 14, where the mouth moves (a quicker driving video)."""
+    with VideoWriter(path, 25.0) as writer:
+        for frame in grid_frames("grid_lbax4n")[14 : 14 + frames]:
+            writer.write(frame)
+    return path
+
+
+def test_save_track_and_landmark_panel(tmp_path, mapper_dir):
+    from conftest import detector
+
+    from reenactment.align import crop_transform, face_crop, transform_points
+    from reenactment.landmark_image import render_landmark_image
+
+    clip = short_clip(tmp_path / "short.mp4")
+    out, track = tmp_path / "out.mp4", tmp_path / "track.npz"
+    extra = (f"save_track={track}", "--concat", "show_landmarks=true")
+    proc = reenact(SOURCE, clip, out, mapper_dir, tmp_path / "cache", *extra)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with np.load(track) as data:
+        saved = {k: data[k] for k in data.files}
+    assert set(saved) == {"source", "driving", "target", "fps", "reference", "motion"}
+    assert saved["source"].shape == (70, 2) and saved["driving"].shape == saved["target"].shape == (20, 70, 2)
+    assert saved["fps"] == 25.0 and str(saved["motion"]) == "relative"
+    ref = int(saved["reference"])
+    assert f"motion: relative, from driving frame {ref}" in proc.stdout
+    # The source's landmarks in the generator's 64 px aligned frame; the target starts from them at the reference.
+    _, points = detector("dlib").read(SOURCE)
+    expected = transform_points(crop_transform(face_crop(points), 64), points.astype(np.float64))
+    np.testing.assert_allclose(saved["source"], expected, atol=1e-3)
+    np.testing.assert_allclose(saved["target"][ref], saved["source"], atol=1e-3)
+    assert np.abs(saved["target"] - saved["source"]).max() > 0.3  # the other frames move
+    info = probe_video(out)
+    assert (info.width, info.height) == (4 * 64, 64) and info.frame_count == 20
+    # The last panel is the target's landmark image.
+    with VideoReader(out) as reader:
+        for t, frame in enumerate(reader):
+            if t in (0, 12):
+                drawn = render_landmark_image(saved["target"][t], size=64, image_size=64).astype(float)
+                assert np.corrcoef(frame[:, 192:].astype(float).ravel(), drawn.ravel())[0, 1] > 0.8
+
+
+def test_python_api_motion_options(tmp_path, mapper_dir):
+    """``reenact()`` takes the motion options from ``DrivingOptions`` and renders the target for the mapper (the
+    untrained mapper barely changes the face, so what it is shown is recorded instead)."""
+    from conftest import detector, load_fixture
+
+    from reenactment.mapper import load_mapper
+    from reenactment.pipeline import DrivingOptions, Reenactor, SourceInversion, prepare_source
+    from reenactment.pipeline import reenact as reenact_api
+
+    G = load_fixture("sg2_64").eval()
+    det = detector("dlib")
+    source = prepare_source(G, SOURCE, det, SourceInversion(), torch.device("cpu"), latent=G.mean_w().numpy())
+    reenactor = Reenactor(G, load_mapper(mapper_dir), source, torch.device("cpu"))
+    shown: list[np.ndarray] = []
+    frames = reenactor.frames
+    reenactor.frames = lambda points: (shown.append(points), frames(points))[1]
+    clip = short_clip(tmp_path / "short.mp4", 12)
+
+    def run(options: DrivingOptions) -> tuple[np.ndarray, dict]:
+        shown.clear()
+        result = reenact_api(reenactor, clip, tmp_path / "api.mp4", det, options, 5, track_file=tmp_path / "t.npz")
+        assert result["frames"] == 12 and probe_video(tmp_path / "api.mp4").frame_count == 12
+        with np.load(tmp_path / "t.npz") as data:
+            np.testing.assert_array_equal(np.concatenate(shown), data["target"])  # the mapper sees the target
+            return data["target"], result
+
+    still, result = run(DrivingOptions(motion_scale=0.0))
+    np.testing.assert_allclose(still, np.broadcast_to(source.points, still.shape), atol=1e-4)
+    moving, result = run(DrivingOptions())
+    assert result["motion"] == "relative" and np.abs(moving - source.points).max() > 0.3
+    absolute, result = run(DrivingOptions(motion="absolute"))
+    assert result["reference"] is None and np.abs(absolute - moving).max() > 0.3
+    lips, _ = run(DrivingOptions(regions="lips", reference="first"))
+    np.testing.assert_array_equal(lips[:, :48], np.broadcast_to(source.points[:48].astype(np.float32), (12, 48, 2)))
+    assert np.abs(lips[:, 48:68] - source.points[48:68]).max() > 0.1
+    with pytest.raises(ValueError, match="regions: unknown mouth"):
+        reenact_api(reenactor, clip, tmp_path / "bad.mp4", det, DrivingOptions(regions="mouth"))
+    assert not (tmp_path / "bad.mp4").exists()
+
+
+def test_bad_motion_option_fails_before_any_work(tmp_path, mapper_dir):
+    proc = reenact(SOURCE, DRIVING, tmp_path / "x.mp4", mapper_dir, tmp_path / "cache", "regions=lips,mouth")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: regions: unknown mouth; use a comma list of all")
+    assert "inverted" not in proc.stdout and not (tmp_path / "cache").exists()

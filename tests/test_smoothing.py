@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from reenactment.landmarks import inter_ocular_distance
-from reenactment.smoothing import OneEuroFilter, jitter, lag_frames, smooth_landmarks
+from reenactment.smoothing import OneEuroFilter, brief_closures, jitter, lag_frames, smooth_landmarks
 
 FPS = 25.0
 
@@ -171,3 +171,83 @@ def test_grid_clips_jitter_halved_without_lag(backend, capsys) -> None:
         assert ratio >= 2.0 and abs(lag) <= 1.0, rows[-1]
     with capsys.disabled():
         print(f"\n{backend}: " + "; ".join(rows))
+
+
+def test_brief_closures_finds_short_dips() -> None:
+    series = np.full(30, 0.2)
+    series[10:12] = 0.01  # a two-frame closure
+    series[20] = 0.18  # too shallow
+    np.testing.assert_array_equal(brief_closures(series), [10])
+
+
+def test_mouth_gets_its_own_parameters() -> None:
+    noisy = moving_face(noise=0.01)
+    plain = smooth_landmarks(noisy, FPS)
+    mouth = smooth_landmarks(noisy, FPS, mouth_beta=50.0)
+    np.testing.assert_array_equal(mouth[:, :48], plain[:, :48])  # other points untouched
+    np.testing.assert_array_equal(mouth[:, 68:], plain[:, 68:])
+    assert not np.allclose(mouth[:, 48:68], plain[:, 48:68])
+    np.testing.assert_allclose(smooth_landmarks(noisy, FPS, mouth_min_cutoff=4.0, mouth_beta=3.0), plain)
+
+
+@pytest.mark.parametrize("backend", ["dlib", "mediapipe"])
+def test_grid_clips_keep_lip_closures(backend, capsys) -> None:
+    """Issue 11 item 4: the default smoothing (the pipeline's and prepare_dataset's) keeps brief lip closures
+    closed and still halves the jitter of the stable points. Closure: the mean mouth openness (inter-ocular
+    distances) at the raw track's brief closures; jitter: ``jitter`` of the stable points, and of the lips."""
+    from conftest import GRID_CLIPS, grid_track
+
+    from reenactment.motion import LIPS, STABLE
+    from reenactment.pipeline import DrivingOptions
+    from reenactment.prepare import PrepareOptions, mouth_openness
+
+    opts = DrivingOptions()
+    prep = PrepareOptions()
+    assert (prep.smooth_mouth_min_cutoff, prep.smooth_mouth_beta) == (
+        opts.smooth_mouth_min_cutoff,
+        opts.smooth_mouth_beta,
+    )
+    settings = {
+        "raw": None,
+        "one-euro for all (before)": {"min_cutoff": opts.smooth_min_cutoff, "beta": opts.smooth_beta},
+        "lips their own (now)": {
+            "min_cutoff": opts.smooth_min_cutoff,
+            "beta": opts.smooth_beta,
+            "mouth_min_cutoff": opts.smooth_mouth_min_cutoff,
+            "mouth_beta": opts.smooth_mouth_beta,
+        },
+    }
+    closed = {name: [] for name in settings}
+    ranges = {name: [] for name in settings}
+    stable_jitter = {name: [] for name in settings}
+    lip_jitter = {name: [] for name in settings}
+    for clip in GRID_CLIPS:
+        raw = grid_track(clip, backend).astype(np.float64)
+        iod = float(np.median(inter_ocular_distance(raw)))
+        closures = brief_closures(mouth_openness(raw))
+        for name, kwargs in settings.items():
+            track = raw if kwargs is None else smooth_landmarks(raw, 25.0, **kwargs)
+            openness = mouth_openness(track)
+            closed[name] += list(openness[closures])
+            ranges[name].append(np.percentile(openness, 95) - np.percentile(openness, 5))
+            stable_jitter[name].append(jitter(track[:, list(STABLE)], iod))
+            lip_jitter[name].append(jitter(track[:, list(LIPS)], iod))
+    rows = [
+        f"{backend}: {sum(len(brief_closures(mouth_openness(grid_track(c, backend)))) for c in GRID_CLIPS)} closures"
+    ]
+    for name in settings:
+        shrink = 1 - np.array(ranges[name]) / np.array(ranges["raw"])
+        rows.append(
+            f"  {name:26s} openness at closures {np.mean(closed[name]):.4f} IOD, openness range (p5-p95) shrunk "
+            f"{shrink.min():.0%}..{shrink.max():.0%}, jitter stable {np.mean(stable_jitter[name]):.4f} "
+            f"lips {np.mean(lip_jitter[name]):.4f}"
+        )
+    with capsys.disabled():
+        print("\n" + "\n".join(rows))
+    raw_closed, before, now = (np.mean(closed[name]) for name in settings)
+    assert len(closed["raw"]) >= 6
+    assert now - raw_closed <= 0.5 * (before - raw_closed), rows  # at most half the lift of the old default
+    assert np.mean(stable_jitter["raw"]) >= 2.0 * np.mean(stable_jitter["lips their own (now)"]), rows
+    np.testing.assert_allclose(stable_jitter["lips their own (now)"], stable_jitter["one-euro for all (before)"])
+    assert np.mean(lip_jitter["raw"]) >= 1.5 * np.mean(lip_jitter["lips their own (now)"]), rows
+    assert min(np.array(ranges["lips their own (now)"]) / np.array(ranges["one-euro for all (before)"])) >= 1.0, rows
