@@ -100,8 +100,18 @@ class Option:
     widget: Widget
 
 
+def short_names(names: Sequence[str]) -> list[str]:
+    """What the page calls each network: its file or folder name, the whole path where two would look alike."""
+    short = [Path(n).name or n for n in names]
+    return [s if short.count(s) == 1 else n for s, n in zip(short, names)]
+
+
 def _choice(names: Callable[[AppConfig], list[str]], label: str) -> Widget:
-    return lambda gr, default, cfg: gr.Dropdown(names(cfg), value=names(cfg)[0], label=label)
+    def widget(gr, default, cfg: AppConfig):
+        choices = list(zip(short_names(names(cfg)), names(cfg)))  # (shown, value): the value never leaves the list
+        return gr.Dropdown(choices, value=choices[0][1], label=label)
+
+    return widget
 
 
 # The options panel, in page order. Add a reenactment option here (and to RunOptions or DrivingOptions):
@@ -332,6 +342,12 @@ def describe(result: RunResult, options: RunOptions) -> str:
     return "\n\n".join(lines)
 
 
+def enlarged(image: np.ndarray, least: int = 256) -> np.ndarray:
+    """[S, S, 3] uint8 repeated by a whole factor up to at least ``least`` pixels (a 64 px demo face is seen)."""
+    factor = max(1, -(-least // image.shape[0]))
+    return image.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
 def example_files(folders: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
     """Example source photos, driving clips/images and credit lines found in ``folders`` (recursively), plus
     scikit-image's astronaut photo (public domain) as the first source example."""
@@ -382,8 +398,8 @@ def build_app(cfg: AppConfig, work_dir: Path):
     with gr.Blocks(title="Face reenactment", analytics_enabled=False, delete_cache=(600, 3600)) as blocks:
         gr.Markdown(HEADER)
         if untrained:
-            gr.Markdown(f"**UNTRAINED networks** ({', '.join(untrained)}, made by `make demo`): the page works end "
-                        "to end, but the results are not faces. Start it with real ones: "
+            gr.Markdown(f"**UNTRAINED networks** ({', '.join(short_names(untrained))}; `make demo` makes such ones): "
+                        "the page works end to end, but the results are not faces. Start it with real ones: "
                         "`python scripts/app.py --network ... --mapper ...`.", elem_id="untrained")  # fmt: skip
         with gr.Row():
             with gr.Column():
@@ -414,8 +430,10 @@ def build_app(cfg: AppConfig, work_dir: Path):
                                  visible=False)  # fmt: skip
                 download = gr.File(label="Download", elem_id="download", interactive=False)
                 with gr.Row():
-                    aligned = gr.Image(label="Aligned source", elem_id="aligned", interactive=False)
-                    inverted = gr.Image(label="Its inversion G(w_s)", elem_id="inversion", interactive=False)
+                    aligned = gr.Image(label="Aligned source", elem_id="aligned", interactive=False, height=220)
+                    inverted = gr.Image(
+                        label="Its inversion G(w_s)", elem_id="inversion", interactive=False, height=220
+                    )
 
         def handle(source_file, driving_file, *values, progress=gr.Progress()) -> Iterator[tuple]:  # noqa: B008
             folder = Path(tempfile.mkdtemp(prefix="request-", dir=work_dir))
@@ -435,8 +453,8 @@ def build_app(cfg: AppConfig, work_dir: Path):
                     gr.update(value=str(result.output) if result.is_video else None, visible=result.is_video),
                     gr.update(value=None if result.is_video else str(result.output), visible=not result.is_video),
                     str(result.output),
-                    result.aligned,
-                    result.inversion,
+                    enlarged(result.aligned),
+                    enlarged(result.inversion),
                 )
             except ERRORS as err:
                 message = str(err)

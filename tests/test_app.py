@@ -11,6 +11,8 @@ import ipaddress
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -188,6 +190,17 @@ def run_and_wait(page) -> str:
     return page.locator("#status").inner_text()
 
 
+def download(page, server, target: Path) -> Path:
+    """Fetch the file behind the page's download link."""
+    link = page.locator("#download a").first
+    link.wait_for(timeout=30_000)
+    href = link.get_attribute("href")
+    url = href if href.startswith("http") else server["url"].rstrip("/") + "/" + href.lstrip("/")
+    with urllib.request.urlopen(url, timeout=30) as response:
+        target.write_bytes(response.read())
+    return target
+
+
 def request_folders(work: Path) -> list[Path]:
     return sorted(work.glob("request-*"))
 
@@ -210,10 +223,10 @@ def test_bad_input_shows_a_message_and_the_server_keeps_serving(page, server, tm
     assert str(server["work"]) not in text and "Traceback" not in text
     # The mapper of another generator: refused with the reason.
     upload(page, "source", SOURCE)
-    choose(page, "option-mapper", server["cfg"].mappers[1])
+    choose(page, "option-mapper", "mapper_w32")  # the page shows folder names
     text = run_and_wait(page)
     assert "not trained together" in text, text
-    choose(page, "option-mapper", server["cfg"].mappers[0])
+    choose(page, "option-mapper", "mapper")
     # A driving "clip" that is not a video: its own name in the message.
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"this is not a video" * 100)
@@ -255,16 +268,19 @@ def test_upload_run_play_and_download(page, server, tmp_path):
     for elem_id in ("aligned", "inversion"):
         assert page.locator(f"#{elem_id} img").first.get_attribute("src")
     # The download link serves the mp4: 75 frames, the driving clip's fps and an audio track.
-    href = page.locator("#download a").first.get_attribute("href")
-    url = href if href.startswith("http") else server["url"].rstrip("/") + "/" + href.lstrip("/")
-    saved = tmp_path / "downloaded.mp4"
-    with urllib.request.urlopen(url, timeout=30) as response:
-        saved.write_bytes(response.read())
-    info = probe_video(saved)
+    info = probe_video(download(page, server, tmp_path / "downloaded.mp4"))
     assert info.frame_count == 75 and info.fps == 25.0 and info.has_audio and (info.width, info.height) == (64, 64)
     assert wait_until_cleaned(server["work"]) == []  # the request's folder is gone; Gradio serves its own copy
     if SCREENSHOT:
         page.screenshot(path=SCREENSHOT, full_page=True)
+        Image.open(SCREENSHOT).convert("RGB").quantize(256).save(SCREENSHOT, optimize=True)  # small for the README
+    # A driving image, side by side: one PNG of three panels; the source latent now comes from the cache.
+    upload(page, "driving", SAMPLES / "images" / "grid_lrwp9a_frame010_openmouth.png")
+    page.locator("#option-concat input[type=checkbox]").check()
+    text = run_and_wait(page)
+    assert "Done." in text and "Reenacted one image" in text and "from the cache" in text, text
+    page.locator("#result-image img").first.wait_for(timeout=30_000)
+    assert Image.open(download(page, server, tmp_path / "downloaded.png")).size == (3 * 64, 64)
 
 
 def test_requests_read_only_uploads_and_known_options(tmp_path):
@@ -293,3 +309,14 @@ def test_requests_read_only_uploads_and_known_options(tmp_path):
         run_options(["g", "m", "many", True, False, False])
     with pytest.raises(ValueError, match="mapper not found"):
         check_config(AppConfig(network=[str(FIXTURES / "sg2_64.pkl")], mapper=[str(tmp_path)]))
+
+
+def test_script_refuses_a_config_it_cannot_serve(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "scripts" / "app.py"
+    cmd = [sys.executable, str(script), "--network", str(FIXTURES / "sg2_64.pkl"), "--mapper", str(tmp_path / "no")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin"})
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert (
+        proc.stderr.strip().splitlines()[-1] == f"error: mapper not found: {tmp_path / 'no'} has no mapper.json "
+        "(a folder written by train_mapper.py)"
+    )
