@@ -182,12 +182,19 @@ def choose(page, elem_id: str, value: str) -> None:
 
 
 def run_and_wait(page) -> str:
-    page.locator("#run").click()
-    page.get_by_text("Working...").wait_for(timeout=30_000)
-    page.wait_for_function(
-        "() => /Done\\.|Error:/.test(document.querySelector('#status').innerText)", timeout=RUN_TIMEOUT_MS
+    # The status says "Working..." first, then the outcome: an observer sees every change, however brief.
+    page.evaluate(
+        """() => { window.working = false; window.outcome = null;
+        const status = document.querySelector('#status');
+        new MutationObserver((_, observer) => {
+            const text = status.innerText;
+            if (text.includes('Working...')) window.working = true;
+            else if (window.working && /Done\\.|Error:/.test(text)) { window.outcome = text; observer.disconnect(); }
+        }).observe(status, {subtree: true, childList: true, characterData: true}); }"""
     )
-    return page.locator("#status").inner_text()
+    page.locator("#run").click()
+    page.wait_for_function("() => window.outcome !== null", timeout=RUN_TIMEOUT_MS)
+    return page.evaluate("() => window.outcome")
 
 
 def download(page, server, target: Path) -> Path:
