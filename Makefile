@@ -3,13 +3,18 @@
 # make demo   - the whole path offline with tiny untrained networks (prepare -> invert -> train -> reenact);
 #               G=... MAPPER=... [SOURCE=photo DRIVING=clip] reenacts with real files instead
 # make generate - a grid of faces from seeds; G=path/or/known-name to use real weights
+# make app    - the web page on http://127.0.0.1:7860 with the make demo networks (UNTRAINED; made first if
+#               missing); G=... MAPPER=... serves real ones
+# make browser - Debian's chromium for the page's browser test (apt-get, when /usr/bin/chromium is missing)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= out/demo
 SEEDS ?= 0-7
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup test demo generate clean
+.PHONY: setup test demo generate app browser clean
 
 setup: $(VENV)/.installed
 
@@ -20,7 +25,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt setup.py
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-test: setup
+test: setup browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
@@ -28,6 +33,20 @@ test: setup
 demo: setup
 	$(PY) scripts/demo.py out=$(OUT) $(if $(G),network=$(G)) $(if $(MAPPER),mapper=$(MAPPER)) \
 		$(if $(SOURCE),source=$(SOURCE)) $(if $(DRIVING),driving=$(DRIVING))
+
+# The demo networks are small and untrained: the page inverts with MSE + delta-reg only (no LPIPS/ArcFace files).
+app: setup $(if $(G),,$(OUT)/mapper/UNTRAINED)
+	$(PY) scripts/app.py $(if $(G),network=$(G) mapper=$(MAPPER),network=$(OUT)/generator mapper=$(OUT)/mapper \
+		steps=30 loss.lpips=0 loss.id=0)
+
+$(OUT)/mapper/UNTRAINED: | setup
+	$(MAKE) demo OUT=$(OUT)
+
+browser: $(CHROMIUM)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y --no-install-recommends chromium
 
 generate: setup
 	$(PY) scripts/generate.py $(if $(G),network=$(G),network=random) seeds=$(SEEDS) out=out/generate

@@ -80,6 +80,15 @@ class Source:
     transform: np.ndarray | None = None
 
 
+def check_networks(G: nn.Module, mapper: nn.Module) -> None:
+    """Raise ``ValueError`` unless the mapper predicts the latents the generator takes ([num_ws, w_dim])."""
+    if (mapper.num_ws, mapper.w_dim) != (G.num_ws, G.w_dim):
+        raise ValueError(
+            f"the mapper predicts [{mapper.num_ws}, {mapper.w_dim}] latents but the generator takes "
+            f"[{G.num_ws}, {G.w_dim}]: they were not trained together"
+        )
+
+
 def network_fingerprint(G: nn.Module) -> str:
     """sha256 of the generator's weights and settings: the same network gives the same key on any device."""
     digest = hashlib.sha256(json.dumps(getattr(G, "init_kwargs", {}), sort_keys=True, default=str).encode())

@@ -27,6 +27,7 @@ from PIL import Image  # noqa: E402
 from scipy.ndimage import map_coordinates  # noqa: E402
 
 import stylegan3  # noqa: E402
+from reenactment.app import mark_untrained  # noqa: E402
 from reenactment.image_io import read_image, write_image  # noqa: E402
 from reenactment.landmarks import LandmarkDetector  # noqa: E402
 from reenactment.video import VideoWriter  # noqa: E402
@@ -107,6 +108,7 @@ def tiny_generator(out: Path) -> Path:
               "channel_base": 2048, "channel_max": 64, "mapping_kwargs": {"num_layers": 2}}  # fmt: skip
     G = stylegan3.build("stylegan2", kwargs)
     stylegan3.save(G, out)
+    mark_untrained(out, "A random StyleGAN2 at 64 px made by scripts/demo.py (make demo).")
     return out
 
 
@@ -151,6 +153,7 @@ def main(argv: list[str] | None = None) -> Path:
     train_mapper.main(["--config", str(smoke), "--manifest", str(prepared / "manifest.jsonl"),
                        "--latents", str(latents), "--out", str(mapper), "epochs=3", "split=frame",
                        "tensorboard=false"])  # fmt: skip
+    mark_untrained(mapper, "A tiny mapper trained for 3 epochs on latents of an untrained generator (make demo).")
     print("5/5 reenact.py: the source photo driven by the clip, with its sound")
     result = reenact.main([str(source_path), driving, "-o", str(out / "reenacted.mp4"), "--network", str(generator),
                            "--mapper", str(mapper), "steps=30", "loss.lpips=0", "loss.id=0", "--concat"])  # fmt: skip

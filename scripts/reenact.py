@@ -39,6 +39,7 @@ from reenactment.pipeline import (  # noqa: E402
     DrivingOptions,
     Reenactor,
     SourceInversion,
+    check_networks,
     prepare_source,
     reenact,
 )
@@ -82,11 +83,7 @@ def main(argv: list[str] | None = None) -> Path:
         check_motion_options(cfg.motion, cfg.pose, cfg.reference, cfg.motion_scale, cfg.regions)
         G = stylegan3.load(cfg.network, device=device)
         mapper = load_mapper(cfg.mapper, device=device)
-        if (mapper.num_ws, mapper.w_dim) != (G.num_ws, G.w_dim):
-            raise ValueError(
-                f"the mapper predicts [{mapper.num_ws}, {mapper.w_dim}] latents but the generator takes "
-                f"[{G.num_ws}, {G.w_dim}]: they were not trained together"
-            )
+        check_networks(G, mapper)
         detector = LandmarkDetector(cfg.backend)
         settings = SourceInversion(
             InverterOptions(steps=cfg.steps), cfg.loss, cfg.loss_resolution, cfg.arcface, cfg.alexnet

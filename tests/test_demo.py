@@ -23,3 +23,5 @@ def test_demo_runs_offline(tmp_path):
     assert info.frame_count == 16 and info.fps == 25.0 and info.has_audio
     assert (info.width, info.height) == (3 * 64, 64)  # driving | source | result
     assert (out / "prepared" / "manifest.jsonl").is_file() and (out / "mapper" / "mapper.json").is_file()
+    # The web page says these networks are untrained (their marker files).
+    assert (out / "generator" / "UNTRAINED").is_file() and (out / "mapper" / "UNTRAINED").is_file()
