@@ -33,6 +33,7 @@ from inversion.losses import LossWeights
 from inversion.targets import to_uint8
 
 from .landmarks import LandmarkDetector, NoFaceError
+from .motion import check_motion_options
 from .pipeline import DrivingOptions
 from .prepare import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from .video import VideoReadError, probe_video
@@ -84,6 +85,7 @@ class RunOptions:
     steps: int = 1000  # inversion steps for the source
     paste_back: bool = False  # the reenacted face back into the source photo
     concat: bool = False  # driving | source | result side by side
+    show_landmarks: bool = False  # with concat: a last panel with the target landmarks the mapper is shown
     driving: DrivingOptions = field(default_factory=DrivingOptions)
 
 
@@ -114,8 +116,8 @@ def _choice(names: Callable[[AppConfig], list[str]], label: str) -> Widget:
     return widget
 
 
-# The options panel, in page order. Add a reenactment option here (and to RunOptions or DrivingOptions):
-#   Option("driving", "motion", lambda gr, d, cfg: gr.Radio(["absolute", "relative"], value=d, label="Motion")),
+# The options panel, in page order. A new reenactment option is one entry here (and a field of RunOptions or
+# DrivingOptions).
 OPTIONS: tuple[Option, ...] = (
     Option("run", "network", _choice(lambda cfg: cfg.networks, "Generator")),
     Option("run", "mapper", _choice(lambda cfg: cfg.mappers, "Mapping network")),
@@ -123,8 +125,26 @@ OPTIONS: tuple[Option, ...] = (
         "run", "steps", lambda gr, d, cfg: gr.Slider(1, cfg.max_steps, value=cfg.steps, step=1, label="Inversion steps")
     ),  # fmt: skip
     Option("driving", "smooth", lambda gr, d, cfg: gr.Checkbox(value=d, label="Smooth the driving landmarks")),
+    Option("driving", "motion", lambda gr, d, cfg: gr.Radio(["relative", "absolute"], value=d, label="Motion")),
+    Option("driving", "pose", lambda gr, d, cfg: gr.Radio(["driving", "source"], value=d, label="Head pose from")),
+    Option(
+        "driving",
+        "reference",
+        lambda gr, d, cfg: gr.Textbox(value=d, label="Reference frame (relative): best, first or a frame number"),
+    ),
+    Option(
+        "driving",
+        "motion_scale",
+        lambda gr, d, cfg: gr.Slider(0.0, 2.0, value=d, step=0.05, label="Motion scale (0: source, 1: as driven)"),
+    ),
+    Option(
+        "driving",
+        "regions",
+        lambda gr, d, cfg: gr.Textbox(value=d, label="Regions: all, expression, lips, eyes, brows, pose (comma list)"),
+    ),
     Option("run", "paste_back", lambda gr, d, cfg: gr.Checkbox(value=d, label="Paste the face back into the photo")),
     Option("run", "concat", lambda gr, d, cfg: gr.Checkbox(value=d, label="Side by side: driving | source | result")),
+    Option("run", "show_landmarks", lambda gr, d, cfg: gr.Checkbox(value=d, label="Side by side: landmark panel")),
 )
 
 
@@ -229,6 +249,8 @@ class Reenactment:
             raise ValueError(f"unknown mapper {options.mapper!r}: choose one of {self.cfg.mappers}")
         if not 1 <= options.steps <= self.cfg.max_steps:
             raise ValueError(f"inversion steps must be between 1 and {self.cfg.max_steps}, got {options.steps}")
+        d = options.driving
+        check_motion_options(d.motion, d.pose, d.reference, d.motion_scale, d.regions)
 
     def run(self, folder: Path, source: Path, driving: Path, options: RunOptions, progress: Progress) -> RunResult:
         """Reenact ``source`` (a photo) with ``driving`` (a clip or an image), both inside ``folder``, into
@@ -282,7 +304,7 @@ class Reenactment:
             reenactor = Reenactor(G, mapper, src, self.device)
             result = reenact(
                 reenactor, driving, folder / "reenacted.mp4", detector, options.driving, cfg.batch_size,
-                options.concat, written, tracked, options.paste_back,
+                options.concat, written, tracked, options.paste_back, show_landmarks=options.show_landmarks,
             )  # fmt: skip
             timings["reenact"] = time.perf_counter() - t - timings["landmarks"]
         timings["total"] = time.perf_counter() - start

@@ -24,7 +24,17 @@ import torchvision
 from conftest import FIXTURES, SAMPLES, SHARED
 from PIL import Image
 
-from reenactment.app import AppConfig, check_config, mark_untrained, run_options, serve, take_upload
+from reenactment.app import (
+    OPTIONS,
+    AppConfig,
+    Reenactment,
+    RunOptions,
+    check_config,
+    mark_untrained,
+    run_options,
+    serve,
+    take_upload,
+)
 from reenactment.mapper import MappingNetwork, save_mapper
 from reenactment.video import probe_video
 
@@ -290,6 +300,12 @@ def test_upload_run_play_and_download(page, server, tmp_path):
     assert Image.open(download(page, server, tmp_path / "downloaded.png")).size == (3 * 64, 64)
 
 
+def panel(given: dict) -> list:
+    """The options panel's values in page order: ``given`` by field name, the rest at their defaults."""
+    defaults = RunOptions()
+    return [given.get(o.field, getattr(defaults if o.group == "run" else defaults.driving, o.field)) for o in OPTIONS]
+
+
 def test_requests_read_only_uploads_and_known_options(tmp_path):
     uploads, folder = tmp_path / "uploads", tmp_path / "request"
     uploads.mkdir()
@@ -309,11 +325,24 @@ def test_requests_read_only_uploads_and_known_options(tmp_path):
     assert copy == folder / "source.jpg" and copy.read_bytes() == SOURCE.read_bytes()
     with pytest.raises(ValueError, match="must be one of"):
         take_upload(str(inside), "driving", (".mp4",), uploads, folder)
-    # Panel values are typed: a wrong type is refused, sliders' floats become ints.
-    options = run_options(["g", "m", 7.0, False, True, False])
-    assert options.steps == 7 and options.paste_back and not options.driving.smooth
+    # Panel values are typed: a wrong type is refused, sliders' floats become ints; every option reaches its field.
+    given = {
+        "network": "g", "mapper": "m", "steps": 7.0, "smooth": False, "paste_back": True, "motion": "absolute",
+        "pose": "source", "reference": "12", "motion_scale": 0.5, "regions": "lips,eyes", "show_landmarks": True,
+    }  # fmt: skip
+    assert {o.field for o in OPTIONS} >= set(given)
+    options = run_options(panel(given))
+    assert options.steps == 7 and options.paste_back and not options.driving.smooth and options.show_landmarks
+    d = options.driving
+    assert (d.motion, d.pose, d.reference, d.motion_scale, d.regions) == ("absolute", "source", "12", 0.5, "lips,eyes")
     with pytest.raises(ValueError, match="steps"):
-        run_options(["g", "m", "many", True, False, False])
+        run_options(panel({**given, "steps": "many"}))
+    # A bad motion option is refused by the request check (before any network is loaded or the source inverted).
+    server = Reenactment(AppConfig(network=["g"], mapper=["m"], max_steps=10), tmp_path)
+    server.check_request(run_options(panel(given)))
+    for key, bad in (("regions", "nose"), ("reference", "middle"), ("motion", "sideways")):
+        with pytest.raises(ValueError, match=key):
+            server.check_request(run_options(panel({**given, key: bad})))
     with pytest.raises(ValueError, match="mapper not found"):
         check_config(AppConfig(network=[str(FIXTURES / "sg2_64.pkl")], mapper=[str(tmp_path)]))
 
