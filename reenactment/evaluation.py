@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from . import metrics as M
-from .image_io import read_image
+from .image_io import IMAGE_SUFFIXES, read_image
 
 MODES = ("inversion", "self", "cross")
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -42,7 +42,6 @@ EXTRA_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 HIGHER_IS_BETTER = {"SSIM", "PSNR"}
 LABELS = {"AUH": "AUH (landmark approximation)"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 # The thesis's published rows (its text, full precision). "thesis" is the thesis's own method ("Ours" there).
 THESIS_TABLES: dict[str, dict] = {

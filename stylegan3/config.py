@@ -162,6 +162,7 @@ def parse_cli(cls: type[T], argv: list[str] | None, description: str = "") -> T:
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    """Write the resolved config as YAML."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    """Write the resolved config as YAML (atomically)."""
+    from .io import atomic_write
+
+    atomic_write(path, yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))

@@ -124,7 +124,7 @@ def test_reenactor_feeds_the_mapper_what_it_was_trained_on(mapper_dir):
     torch.testing.assert_close(w[0], zero[0])  # frame 0 is the source's own landmarks: a zero delta
     assert not torch.equal(w[0], w[2])
     from inversion.inverter import synthesize
-    from inversion.targets import to_uint8
+    from stylegan3.sampling import to_uint8
 
     np.testing.assert_array_equal(reenactor.frames(track.points[:3]), to_uint8(synthesize(G, w)))
 
@@ -147,3 +147,22 @@ def test_paste_back_into_the_source_photo(tmp_path, mapper_dir):
     assert proc.returncode == 0, proc.stderr[-2000:]
     info = probe_video(tmp_path / "pc.mp4")
     assert (info.width, info.height) == (1350 + 1350, 1350) and info.frame_count == 75 and info.has_audio
+
+
+def test_driving_problems_are_found_before_the_source_inversion(tmp_path, mapper_dir):
+    # 100000 inversion steps would take hours: each run must fail at once, naming the file and the problem.
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 cut short")
+    image = tmp_path / "driving.png"
+    image.write_bytes(SOURCE.read_bytes()[:200])  # a cut-off image under an image name
+    cases = [
+        (broken, tmp_path / "out.mp4", "broken.mp4"),
+        (DRIVING, tmp_path / "out.avi", "out.avi: a reenacted video is written as .mp4 or .mov"),
+        (SOURCE, tmp_path / "out.tif", "out.tif: images are written as"),
+        (image, tmp_path / "out.png", "driving.png"),
+    ]
+    for driving, out, message in cases:
+        proc = reenact(SOURCE, driving, out, mapper_dir, tmp_path / "cache", "steps=100000")
+        assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr and not out.exists()
+        assert not (tmp_path / "cache" / "latents").exists()  # nothing was inverted
