@@ -90,10 +90,12 @@ def write_shard(
     steps: list[int],
     failures: list[tuple[str, str]] = (),
 ) -> None:
-    """Write shard k atomically (its log lines first, then the .npz that marks it finished). ``failures``:
+    """Write shard k atomically (its log lines first, then the .npz that marks it finished). A log line is
+    ``{"id": frame id, "steps": n, "loss_<term>": value}`` (prefixed: the ID term must not overwrite the frame's
+    id). ``failures``:
     (frame id, reason) of the frames that could not be inverted; they are kept in the .npz and retried later."""
     lines = [
-        json.dumps({"id": i, "steps": s, **{t: round(float(v[j]), 6) for t, v in losses.items()}})
+        json.dumps({"id": i, "steps": s, **{f"loss_{t}": round(float(v[j]), 6) for t, v in losses.items()}})
         for j, (i, s) in enumerate(zip(ids, steps))
     ]
     atomic_write(out / "logs" / f"shard_{k:06d}.jsonl", "".join(line + "\n" for line in lines).encode())
