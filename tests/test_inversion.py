@@ -60,7 +60,7 @@ def test_batch_equals_single_runs(G, full_loss):
     # Bit for bit, with the full loss: each image's pass runs on its own, so the kernels' summation order (which
     # depends on the batch size) cannot differ from a single run's, on any CPU.
     targets, _ = targets_near_mean(G, 2, scale=0.2, seed=1)
-    opts = InverterOptions(steps=5)
+    opts = InverterOptions(steps=3)
     batch = invert(G, targets, full_loss, opts)
     singles = [invert(G, targets[i : i + 1], full_loss, opts) for i in range(2)]
     assert torch.equal(batch.w_plus, torch.cat([s.w_plus for s in singles]))
@@ -73,8 +73,8 @@ def test_joint_pass_is_close_to_single_runs(G):
     # One pass for the whole batch: the same problem, equal up to float32 summation order only.
     targets, _ = targets_near_mean(G, 2, scale=0.2, seed=1)
     loss = InversionLoss(MSE_ONLY)
-    joint = invert(G, targets, loss, InverterOptions(steps=5, joint_pass=True)).w_plus
-    singles = torch.cat([invert(G, targets[i : i + 1], loss, InverterOptions(steps=5)).w_plus for i in range(2)])
+    joint = invert(G, targets, loss, InverterOptions(steps=3, joint_pass=True)).w_plus
+    singles = torch.cat([invert(G, targets[i : i + 1], loss, InverterOptions(steps=3)).w_plus for i in range(2)])
     torch.testing.assert_close(joint, singles, rtol=0, atol=1e-3)
 
 

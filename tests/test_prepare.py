@@ -158,7 +158,7 @@ def test_cli_positional_after_config_file(tmp_path):
 
 
 def test_resume_with_another_identity_pattern_is_refused(grid_input, full_run):
-    proc = run_script(grid_input, full_run, "identity=folder")
+    proc = run_script(grid_input, full_run, "identity=(?P<identity>[a-z]+)")
     log, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0 and "other settings (identity)" in log
 

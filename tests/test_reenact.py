@@ -150,19 +150,24 @@ def test_paste_back_into_the_source_photo(tmp_path, mapper_dir):
 
 
 def test_driving_problems_are_found_before_the_source_inversion(tmp_path, mapper_dir):
-    # 100000 inversion steps would take hours: each run must fail at once, naming the file and the problem.
+    from reenactment.pipeline import check_driving
+
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 cut short")
     image = tmp_path / "driving.png"
-    image.write_bytes(SOURCE.read_bytes()[:200])  # a cut-off image under an image name
+    image.write_bytes(SOURCE.read_bytes()[:200])  # a cut-off photo
     cases = [
-        (broken, tmp_path / "out.mp4", "broken.mp4"),
-        (DRIVING, tmp_path / "out.avi", "out.avi: a reenacted video is written as .mp4 or .mov"),
-        (SOURCE, tmp_path / "out.tif", "out.tif: images are written as"),
-        (image, tmp_path / "out.png", "driving.png"),
+        (broken, "out.mp4", "broken.mp4"),
+        (DRIVING, "out.avi", "out.avi: a reenacted video is written as .mp4 or .mov"),
+        (SOURCE, "out.tif", "out.tif: images are written as"),
+        (image, "out.png", "driving.png"),
     ]
     for driving, out, message in cases:
-        proc = reenact(SOURCE, driving, out, mapper_dir, tmp_path / "cache", "steps=100000")
-        assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
-        assert "Traceback" not in proc.stderr and not out.exists()
-        assert not (tmp_path / "cache" / "latents").exists()  # nothing was inverted
+        with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+            check_driving(driving, tmp_path / out)
+    assert check_driving(SOURCE, tmp_path / "x.mp4") == tmp_path / "x.png"  # an image for a driving image
+    assert check_driving(DRIVING, tmp_path / "x.mp4") == tmp_path / "x.mp4"
+    # reenact.py checks first: 100000 inversion steps would take hours, the error comes at once, in one line.
+    proc = reenact(SOURCE, broken, tmp_path / "out.mp4", mapper_dir, tmp_path / "cache", "steps=100000")
+    assert proc.returncode != 0 and "broken.mp4" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "out.mp4").exists() and not (tmp_path / "cache" / "latents").exists()
