@@ -170,17 +170,38 @@ def _load_state_strict(model: nn.Module, state: object, source: str) -> None:
     model.load_state_dict(full, strict=True, assign=True)
 
 
+def stages_of_state(state: dict[str, torch.Tensor]) -> tuple[tuple[tuple[int, int], ...], int]:
+    """The (channels, units) stages and the embedding width of an IR-SE state dict (``STAGES_50`` and 512 for
+    ``model_ir_se50.pth``): units are ``body.<i>``, a stage is a run of units of one width. Falls back to the
+    IR-SE50 layout when the keys are not there (the strict load then names what is missing)."""
+    widths = []
+    while f"body.{len(widths)}.res_layer.1.weight" in state:
+        widths.append(int(state[f"body.{len(widths)}.res_layer.1.weight"].shape[0]))
+    embedding = state.get("output_layer.3.weight")
+    if not widths or embedding is None or embedding.ndim != 2:
+        return STAGES_50, EMBEDDING_DIM
+    stages: list[list[int]] = []
+    for width in widths:
+        if stages and stages[-1][0] == width:
+            stages[-1][1] += 1
+        else:
+            stages.append([width, 1])
+    return tuple((c, n) for c, n in stages), int(embedding.shape[0])
+
+
 def load_arcface(path: str | os.PathLike | None = None, device: torch.device | str = "cpu") -> IRSE50:
     """The pretrained IR-SE50 in eval mode with frozen parameters.
 
     ``path``: an explicit ``model_ir_se50.pth``; else ``$REENACT_CACHE/arcface/model_ir_se50.pth``
     (no download URL is known; ``stylegan3.WeightsNotFoundError`` says where to put the file).
-    The file is read with ``torch.load(weights_only=True)`` and loaded strictly, key by key.
+    The file is read with ``torch.load(weights_only=True)`` and loaded strictly, key by key, into the network
+    its stages describe (``stages_of_state``: IR-SE50 for the published file; tests write tiny ones).
     """
     file = fetch_weights(ARCFACE_FILE, "arcface", url=None, path=path, what="ArcFace IR-SE50 weights")
     state = read_state_dict(file)
+    stages, embedding_dim = stages_of_state(state) if isinstance(state, dict) else (STAGES_50, EMBEDDING_DIM)
     with torch.device("meta"):
-        model = IRSE50()
+        model = IRSE50(stages, embedding_dim)
     _load_state_strict(model, state, str(file))
     model.requires_grad_(False)
     return model.eval().to(device)

@@ -2,9 +2,12 @@
 
 A shard is a fixed list of frames (``shard_size`` consecutive manifest frames, or one whole video with
 ``warm_start="sequential"``); shard k belongs to rank ``k % world_size``. Finished shards are files
-(``latents/shard_<k>.npz``: ``ids``, ``w`` float32 [n, num_ws, w_dim], ``loss_<term>`` [n], ``steps`` [n]),
-so a killed run resumes at the first unfinished shard with the same results, and any number of processes
-(``torchrun``) can share the work.
+(``latents/shard_<k>.npz``: ``ids``, ``w`` float32 [n, num_ws, w_dim], ``loss_<term>`` [n], ``steps`` [n], and
+``failed_ids`` / ``failed_reasons`` for frames whose image could not be used), so a killed run resumes at the
+first unfinished shard with the same results, and any number of processes (``torchrun``) can share the work.
+A shard with failed frames counts as done but is retried by the next run (``retry_frames``), and
+``run.json`` records the settings and every shard's frames, so a rerun with other settings or another split of
+the frames is refused instead of mixing results (``check_run``).
 """
 
 from __future__ import annotations
@@ -20,14 +23,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from reenactment.image_io import ImageReadError, read_image
+from reenactment.image_io import IMAGE_SUFFIXES, ImageReadError, read_image
 from stylegan3.io import atomic_write
 
 from .inverter import InverterOptions, invert
 from .losses import InversionLoss
 from .targets import resize_square, to_tensor
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+RUN_FILE = "run.json"
 
 
 @dataclass(frozen=True)
@@ -78,17 +81,111 @@ def shard_path(out: Path, k: int) -> Path:
     return out / "latents" / f"shard_{k:06d}.npz"
 
 
-def write_shard(out: Path, k: int, ids: list[str], w: np.ndarray, losses: dict[str, np.ndarray], steps: list[int]):
-    """Write shard k atomically (its log lines first, then the .npz that marks it finished)."""
+def write_shard(
+    out: Path,
+    k: int,
+    ids: list[str],
+    w: np.ndarray,
+    losses: dict[str, np.ndarray],
+    steps: list[int],
+    failures: list[tuple[str, str]] = (),
+) -> None:
+    """Write shard k atomically (its log lines first, then the .npz that marks it finished). A log line is
+    ``{"id": frame id, "steps": n, "loss_<term>": value}`` (prefixed: the ID term must not overwrite the frame's
+    id). ``failures``:
+    (frame id, reason) of the frames that could not be inverted; they are kept in the .npz and retried later."""
     lines = [
-        json.dumps({"id": i, "steps": s, **{t: round(float(v[j]), 6) for t, v in losses.items()}})
+        json.dumps({"id": i, "steps": s, **{f"loss_{t}": round(float(v[j]), 6) for t, v in losses.items()}})
         for j, (i, s) in enumerate(zip(ids, steps))
     ]
     atomic_write(out / "logs" / f"shard_{k:06d}.jsonl", "".join(line + "\n" for line in lines).encode())
     buf = io.BytesIO()
     arrays = {f"loss_{t}": v.astype(np.float32) for t, v in losses.items()}
-    np.savez(buf, ids=np.array(ids, dtype=np.str_), w=w.astype(np.float32), steps=np.array(steps), **arrays)
+    failed = {
+        "failed_ids": np.array([f for f, _ in failures], dtype=np.str_),
+        "failed_reasons": np.array([r for _, r in failures], dtype=np.str_),
+    }
+    np.savez(buf, ids=np.array(ids, dtype=np.str_), w=w.astype(np.float32), steps=np.array(steps), **arrays, **failed)
     atomic_write(shard_path(out, k), buf.getvalue())
+
+
+def read_shard(out: Path, k: int) -> dict:
+    """Shard k as written by ``write_shard``: ``ids``, ``w``, ``losses`` {term: [n]}, ``steps``, ``failures``."""
+    with np.load(shard_path(out, k)) as data:
+        failed = data["failed_ids"].tolist() if "failed_ids" in data.files else []
+        reasons = data["failed_reasons"].tolist() if "failed_reasons" in data.files else []
+        return {
+            "ids": [str(i) for i in data["ids"]],
+            "w": data["w"],
+            "losses": {f[5:]: data[f] for f in data.files if f.startswith("loss_")},
+            "steps": data["steps"].tolist(),
+            "failures": list(zip(failed, reasons)),
+        }
+
+
+def shard_failures(out: Path, k: int) -> list[tuple[str, str]]:
+    """(frame id, reason) of the frames shard k could not invert ([] when it has none)."""
+    with np.load(shard_path(out, k)) as data:
+        if "failed_ids" not in data.files:
+            return []
+        return list(zip(data["failed_ids"].tolist(), data["failed_reasons"].tolist()))
+
+
+def retry_frames(shard: list[Frame], failed: set[str], sequential: bool) -> list[Frame]:
+    """The frames of a shard to invert again: the failed ones, or (``sequential``: each frame starts from the
+    previous one) the whole video."""
+    return list(shard) if sequential else [f for f in shard if f.id in failed]
+
+
+def merge_shard(shard: list[Frame], before: dict, now: dict) -> dict:
+    """A retried shard: the earlier run's results with the retried frames' new ones, in the shard's frame order.
+    Every frame ``now`` covers (inverted or failed again) replaces its earlier entry."""
+    redone = {f for f, _ in now["failures"]} | set(now["ids"])
+    rows: dict[str, tuple[dict, int]] = {i: (before, j) for j, i in enumerate(before["ids"]) if i not in redone}
+    rows.update({i: (now, j) for j, i in enumerate(now["ids"])})
+    ids = [f.id for f in shard if f.id in rows]
+    terms = sorted(set(before["losses"]) | set(now["losses"])) if ids else []
+    w = [rows[i][0]["w"][rows[i][1]] for i in ids]
+    return {
+        "ids": ids,
+        "w": np.stack(w) if w else now["w"][:0],
+        "losses": {t: np.asarray([rows[i][0]["losses"][t][rows[i][1]] for i in ids]) for t in terms},
+        "steps": [int(rows[i][0]["steps"][rows[i][1]]) for i in ids],
+        "failures": [(f, r) for f, r in before["failures"] if f not in redone] + list(now["failures"]),
+    }
+
+
+def run_record(settings: dict, shards: list[list[Frame]]) -> dict:
+    """What ``run.json`` holds: the settings that change the results and each shard's frame ids."""
+    return {"settings": settings, "shards": [[f.id for f in shard] for shard in shards]}
+
+
+def check_run(out: Path, record: dict) -> None:
+    """Refuse to resume ``out`` when its ``run.json`` differs from ``record``: a ValueError naming the settings
+    that differ, or saying how the frames or their shards differ (a changed manifest, ``shard_size`` or ``limit``).
+    Nothing to check when ``out`` has no run yet."""
+    path = out / RUN_FILE
+    if not path.is_file():
+        return
+    try:
+        before = json.loads(path.read_text())
+        old_settings, old_shards = before["settings"], before["shards"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a run record of invert_dataset.py ({err})") from None
+    hint = "use a new out folder, or fresh=true to discard the results in it"
+    keys = sorted(set(old_settings) | set(record["settings"]))
+    changed = [k for k in keys if old_settings.get(k) != record["settings"].get(k)]
+    if changed:
+        detail = ", ".join(f"{k}: {old_settings.get(k)!r} -> {record['settings'].get(k)!r}" for k in changed)
+        raise ValueError(f"{out} holds latents made with other settings ({detail}); {hint}")
+    if old_shards != record["shards"]:
+        old_ids = {i for shard in old_shards for i in shard}
+        new_ids = {i for shard in record["shards"] for i in shard}
+        if old_ids != new_ids:
+            what = f"{len(new_ids - old_ids)} frames are new, {len(old_ids - new_ids)} are gone (another manifest?)"
+        else:
+            what = f"the same frames in other shards ({len(old_shards)} shards before, {len(record['shards'])} now)"
+        raise ValueError(f"{out} was started on other frames: {what}; {hint}")
 
 
 def load_latents(out: str | Path) -> dict[str, np.ndarray]:
@@ -118,10 +215,13 @@ class DatasetInversion:
         ok, tensors, failed = [], [], []
         for frame in frames:
             try:
-                image = resize_square(read_image(frame.path), self.G.img_resolution)
-            except (ImageReadError, ValueError) as err:
+                image = read_image(frame.path)
+                if image.shape[0] != image.shape[1]:
+                    raise ImageReadError(frame.path, f"not square ({image.shape[1]}x{image.shape[0]}): not aligned")
+            except ImageReadError as err:
                 failed.append((frame, str(err)))
                 continue
+            image = resize_square(image, self.G.img_resolution)
             ok.append(frame)
             tensors.append(to_tensor(image))
         return ok, (torch.cat(tensors).to(self.device) if tensors else torch.empty(0)), failed

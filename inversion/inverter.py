@@ -1,7 +1,11 @@
 """Batched W+ inversion by optimisation (thesis section 3.1): Adam on each image's own latent, from the mean w.
 
-Each image in a batch has its own W+ and its own loss; the batch loss is their sum, and Adam is elementwise, so
-a batch gives the same latents as inverting the images one at a time (within float tolerance).
+Each image in a batch has its own W+ and its own loss, and Adam is elementwise. By default every image's forward
+and backward pass runs on its own (``[1, ...]`` shapes, the same operations in the same order as a single run),
+so a batch gives bit for bit the latents of inverting its images one at a time, whatever else is in the batch:
+the kernels' float32 summation order depends on the batch size (measured: 6.7e-6 in one forward pass of the 64 px
+test generator), and Adam's normalised steps carry such differences into the latents. ``joint_pass=True`` runs the
+whole batch in one pass instead (fewer, larger kernels: may pay on a GPU; it did not on the 2-core CPU).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class InverterOptions:
     mixed_precision: bool = False  # CUDA only: the generator's float16 layers with loss scaling
     compile: bool = False  # torch.compile the synthesis network (CUDA)
     log_every: int = 10  # history of per-term losses every N steps
+    joint_pass: bool = False  # one forward/backward for the whole batch (else per image: bit-identical to singles)
 
 
 @dataclass
@@ -85,11 +90,26 @@ def invert(
     active = torch.ones(n, dtype=torch.bool, device=device)
     steps_run = torch.zeros(n, dtype=torch.long)
     history: list[tuple[int, dict[str, list[float]]]] = []
+    # What the loss needs of each fixed target (the ArcFace embedding), computed once for this call.
+    if opts.joint_pass:
+        groups = [slice(0, n)]
+    else:
+        groups = [slice(i, i + 1) for i in range(n)]
+    group_targets = [targets[g] for g in groups]
+    features = [loss_fn.target_features(t) for t in group_targets]
+    last_total = torch.zeros(n, device=device)
+    last_terms: dict[str, torch.Tensor] = {}
     for step in range(opts.steps):
-        image = synthesize(synth, w, mixed)
-        total, terms = loss_fn(image, targets, w)
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(total.sum()).backward()
+        for g, target, feats in zip(groups, group_targets, features):
+            if not opts.joint_pass and not active[g].any():
+                continue  # stopped early: its latent is frozen and its last losses stand
+            w_group = w[g]
+            total, terms = loss_fn(synthesize(synth, w_group, mixed), target, w_group, feats)
+            scaler.scale(total.sum()).backward()
+            last_total[g] = total.detach()
+            for name, value in terms.items():
+                last_terms.setdefault(name, torch.zeros(n, device=device, dtype=value.dtype))[g] = value.detach()
         frozen = w.detach()[~active].clone() if not active.all() else None
         scaler.step(optimizer)
         scaler.update()
@@ -97,13 +117,13 @@ def invert(
             with torch.no_grad():
                 w[~active] = frozen
         steps_run[active.cpu()] += 1
-        detached = {k: v.detach() for k, v in terms.items()}
+        detached = {k: v.clone() for k, v in last_terms.items()}
         if callback is not None:
             callback(step, detached)
         if opts.log_every and (step % opts.log_every == 0 or step == opts.steps - 1):
             history.append((step, {k: v.float().cpu().tolist() for k, v in detached.items()}))
         if opts.early_stop_patience:
-            value = total.detach()
+            value = last_total.clone()
             improved = torch.isinf(best) | (value < best * (1 - opts.early_stop_min_delta))
             best = torch.where(improved, value, best)
             stale = torch.where(improved, torch.zeros_like(stale), stale + 1)
@@ -112,7 +132,12 @@ def invert(
                 break
     with torch.no_grad():
         w_final = w.detach()
-        total, terms = loss_fn(synthesize(synth, w_final, mixed), targets, w_final)
+        results = [
+            loss_fn(synthesize(synth, w_final[g], mixed), target, w_final[g], feats)
+            for g, target, feats in zip(groups, group_targets, features)
+        ]
+        total = torch.cat([r[0] for r in results])
+        terms = {k: torch.cat([r[1][k] for r in results]) for k in results[0][1]}
     return InversionResult(
         w_plus=w_final.float(),
         losses={"total": total.float(), **{k: v.float() for k, v in terms.items()}},

@@ -47,22 +47,27 @@ def downsample_to(image: torch.Tensor, size: int | None) -> torch.Tensor:
 class IdentityLoss(nn.Module):
     """ID term (eq. 3.3): ``1 - cos(R(image), R(target))`` per image, R an ``IdentityEncoder`` (ArcFace IR-SE50).
 
-    The target's embedding is computed without gradients and reused while the same target tensor is passed.
+    For a fixed target, compute ``embed(target)`` once and pass it as ``target_embedding`` (``invert`` does, once
+    per call). Nothing is cached here: a cache keyed by a tensor's address served a later batch the embedding of
+    an earlier one whose freed memory the new target reused.
     """
 
     def __init__(self, encoder: nn.Module) -> None:
         super().__init__()
         self.encoder = encoder
-        self._target_key: tuple | None = None
-        self._target_embedding: torch.Tensor | None = None
 
-    def forward(self, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        key = (target.data_ptr(), target._version, tuple(target.shape), target.device)
-        if key != self._target_key:
-            with torch.no_grad():
-                self._target_embedding = self.encoder(target)
-            self._target_key = key
-        return 1.0 - F.cosine_similarity(self.encoder(image), self._target_embedding, dim=1)
+    def embed(self, target: torch.Tensor) -> torch.Tensor:
+        """R(target) without gradients: [N, 3, S, S] in [-1, 1] -> [N, D]."""
+        with torch.no_grad():
+            return self.encoder(target)
+
+    def forward(
+        self, image: torch.Tensor, target: torch.Tensor, target_embedding: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """[N, 3, S, S] x [N, 3, S, S] in [-1, 1] (and optionally ``embed(target)``, [N, D]) -> [N] in [0, 2]."""
+        if target_embedding is None:
+            target_embedding = self.embed(target)
+        return 1.0 - F.cosine_similarity(self.encoder(image), target_embedding, dim=1)
 
 
 def build_inversion_loss(
@@ -116,15 +121,32 @@ class InversionLoss(nn.Module):
         self.identity = identity if weights.id else None
         self.loss_resolution = loss_resolution
 
+    def target_features(self, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the loss needs of a fixed target, computed once without gradients: ``{"id": [N, D]}`` (ArcFace
+        embedding) when the ID term is on, else ``{}``. Pass it to ``forward`` as ``features``."""
+        if self.identity is None or not hasattr(self.identity, "embed"):
+            return {}
+        return {"id": self.identity.embed(target)}
+
     def forward(
-        self, image: torch.Tensor, target: torch.Tensor, w_plus: torch.Tensor
+        self,
+        image: torch.Tensor,
+        target: torch.Tensor,
+        w_plus: torch.Tensor,
+        features: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """[N, 3, H, W] x [N, 3, H, W] in [-1, 1], [N, num_ws, w_dim] (and ``target_features(target)``) ->
+        (total [N], {term: [N]})."""
+        features = features or {}
         terms: dict[str, torch.Tensor] = {"mse": mse_loss(image, target)}
         if self.lpips is not None:
             size = self.loss_resolution
             terms["lpips"] = self.lpips(downsample_to(image, size), downsample_to(target, size)).reshape(-1)
         if self.identity is not None:
-            terms["id"] = self.identity(image, target).reshape(-1)
+            if "id" in features:
+                terms["id"] = self.identity(image, target, features["id"]).reshape(-1)
+            else:
+                terms["id"] = self.identity(image, target).reshape(-1)
         terms["delta_reg"] = delta_reg(w_plus)
         total = sum(getattr(self.weights, name) * value for name, value in terms.items())
         return total, terms

@@ -17,13 +17,6 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.tensor(image).permute(2, 0, 1)[None].float() / 127.5 - 1.0  # a copy: inputs may be read-only
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[N, 3, H, W] float in [-1, 1] -> [N, H, W, 3] uint8 (clamped, rounded)."""
-    return (
-        ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    )
-
-
 def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     """Resize an HxWx3 uint8 image to size x size (Lanczos); refuses non-square input, which would distort."""
     h, w = image.shape[:2]

@@ -30,13 +30,14 @@ from torch import nn
 
 from inversion.inverter import InverterOptions, synthesize
 from inversion.losses import LossWeights
-from inversion.targets import to_uint8
+from stylegan3.runtime import resolve_device
+from stylegan3.sampling import to_uint8
 
+from .image_io import IMAGE_SUFFIXES
 from .landmarks import LandmarkDetector, NoFaceError
 from .motion import check_motion_options
 from .pipeline import DrivingOptions
-from .prepare import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from .video import VideoReadError, probe_video
+from .video import VIDEO_SUFFIXES, VideoReadError, probe_video
 
 log = logging.getLogger("reenactment.app")
 
@@ -216,9 +217,7 @@ class Reenactment:
     def __init__(self, cfg: AppConfig, work_dir: Path) -> None:
         self.cfg = cfg
         self.work_dir = work_dir
-        self.device = torch.device(
-            ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-        )
+        self.device = resolve_device(cfg.device)
         self._networks: OrderedDict[tuple[str, str], nn.Module] = OrderedDict()
         self._detector: LandmarkDetector | None = None
         self._lock = threading.Lock()

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from stylegan3.io import atomic_write
 
 from . import metrics as M
-from .image_io import image_size, read_image
+from .image_io import IMAGE_SUFFIXES, image_size, read_image
 
 MODES = ("inversion", "self", "cross")
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -45,7 +45,6 @@ EXTRA_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 HIGHER_IS_BETTER = {"SSIM", "PSNR"}
 LABELS = {"AUH": "AUH (landmark approximation)"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 # The thesis's published rows (its text, full precision). "thesis" is the thesis's own method ("Ours" there).
 THESIS_TABLES: dict[str, dict] = {

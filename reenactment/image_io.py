@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import struct
 import zlib
 from pathlib import Path
@@ -11,11 +10,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from stylegan3.io import AtomicFile
+
 # Modes accepted as they are or after a lossless conversion to 8-bit RGB.
 _GREY_MODES = {"1", "L"}
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 _GREY16_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+# The one list of image files the tools take as input (read_image reads them all); written are PNG and JPEG only.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 _WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+WRITE_SUFFIXES = tuple(_WRITE_FORMATS)
 
 
 class ImageReadError(ValueError):
@@ -102,16 +106,9 @@ def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95, p
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"{path}: expected an HxWx3 uint8 RGB array, got shape {image.shape} {image.dtype}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
     options = {"quality": quality} if image_format == "JPEG" else {"compress_level": png_compression}
-    try:
-        with open(temporary, "xb") as file:  # default permissions (umask), unlike tempfile's 0600
-            Image.fromarray(image).save(file, format=image_format, **options)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with AtomicFile(path) as file, open(file.tmp, "wb") as stream:
+        Image.fromarray(image).save(stream, format=image_format, **options)
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:

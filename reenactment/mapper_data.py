@@ -19,6 +19,7 @@ Splits (:meth:`LandmarkPairs.split`):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -190,6 +191,15 @@ class LandmarkPairs(Dataset):
             "source": pair.source,
             "driving": pair.driving,
         }
+
+    def fingerprint(self) -> str:
+        """sha256 of everything training reads: the pairs, their latents and landmarks, the frame size. Equal
+        for the same manifest and latents wherever they are stored; different for any other data."""
+        pairs = [[p.identity, p.source, p.driving] for p in self.pairs]
+        digest = hashlib.sha256(json.dumps([self.frame_size, self.image_size, pairs]).encode())
+        digest.update(np.ascontiguousarray(self.latents).tobytes())
+        digest.update(np.ascontiguousarray(self.landmarks).tobytes())
+        return digest.hexdigest()
 
     @property
     def identities(self) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,17 +24,17 @@ from torch import nn
 
 from inversion.inverter import InverterOptions, invert, synthesize
 from inversion.losses import LossWeights, build_inversion_loss
-from inversion.targets import to_tensor, to_uint8
+from inversion.targets import to_tensor
 from stylegan3.io import atomic_write, cache_dir
+from stylegan3.sampling import to_uint8
 
 from .align import Crop, crop_transform, face_crop, stabilize_crops, transform_points, warp_crop
-from .image_io import read_image, write_image
+from .image_io import IMAGE_SUFFIXES, WRITE_SUFFIXES, read_image, write_image
 from .landmark_image import render_landmark_image, render_landmark_images
 from .landmarks import LandmarkDetector, NoFaceError, parse_face
 from .motion import check_motion_options, transfer_motion
-from .prepare import IMAGE_SUFFIXES
 from .smoothing import smooth_landmarks
-from .video import VideoReader, VideoWriter
+from .video import OUTPUT_SUFFIXES, VideoReader, VideoWriter
 
 
 @dataclass
@@ -143,15 +144,42 @@ def prepare_source(
     result = invert(G, to_tensor(aligned).to(device), loss_fn, settings.options, callback=progress)
     w_s = result.w_plus[0].cpu()
     if use_cache:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp.npy")
-        np.save(tmp, w_s.numpy())
-        tmp.replace(cache_file)
+        buffer = io.BytesIO()
+        np.save(buffer, w_s.numpy())
+        atomic_write(cache_file, buffer.getvalue())
     return Source(w_s, aligned, points_aligned, False, image, transform)
 
 
 def is_image(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def output_path(driving: str | Path, output: str | Path) -> Path:
+    """The file ``reenact`` writes: ``output`` itself, or for a driving image ``output`` with ``.png`` when its
+    suffix is not an image's. A suffix the writer cannot produce is a ValueError naming the file."""
+    output = Path(output)
+    if is_image(driving):
+        if not is_image(output):
+            return output.with_suffix(".png")
+        if output.suffix.lower() not in WRITE_SUFFIXES:
+            raise ValueError(f"output {output}: images are written as {', '.join(WRITE_SUFFIXES)}")
+    elif output.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise ValueError(f"output {output}: a reenacted video is written as {' or '.join(OUTPUT_SUFFIXES)}")
+    return output
+
+
+def check_driving(driving: str | Path, output: str | Path) -> Path:
+    """Fail fast, before any heavy work: the driving clip (or image) must open and yield a first frame, and the
+    output suffix must be one the writer produces. Raises ``ImageReadError`` / ``VideoReadError`` / ValueError
+    naming the file; returns ``output_path(driving, output)``."""
+    target = output_path(driving, output)
+    if is_image(driving):
+        read_image(driving)
+    else:
+        with VideoReader(driving) as reader:
+            if next(iter(reader), None) is None:
+                raise ValueError(f"no frames could be read from {driving}")
+    return target
 
 
 def _driving_frames(path: str | Path) -> Iterator[np.ndarray]:
@@ -320,21 +348,19 @@ def reenact(
     check_motion_options(options.motion, options.pose, options.reference, options.motion_scale, options.regions)
     res = reenactor.G.img_resolution
     paste = PasteBack(reenactor.source, res) if paste_back else None
+    output = output_path(driving, output)
     track = track_driving(driving, detector, res, options, on_tracked)
     target = motion_target(reenactor.source.points, track, options, still=is_image(driving))
     if track_file:
         save_track(track_file, reenactor.source.points, track, target, None if is_image(driving) else track.fps)
     points = target["target"]
     info = {"missing": track.missing, "motion": target["motion"], "reference": target["reference"]}
-    output = Path(output)
 
     def panels(driving_frame: np.ndarray, t: int, result: np.ndarray) -> np.ndarray:
         shown = points[t] if show_landmarks else None
         return _panels(driving_frame, track.crops[t], reenactor.source.aligned, result, paste_back, shown, res)
 
     if is_image(driving):
-        if not is_image(output):
-            output = output.with_suffix(".png")
         frame = reenactor.frames(points)[0]
         frame = paste(frame) if paste else frame
         if concat:

@@ -31,13 +31,10 @@ import numpy as np
 from stylegan3.io import atomic_write
 
 from .align import Crop, crop_transform, face_crop, stabilize_crops, transform_points, warp_crop
-from .image_io import ImageReadError, read_image, write_image
+from .image_io import IMAGE_SUFFIXES, ImageReadError, read_image, write_image
 from .landmarks import LandmarkDetector, NoFaceError, inter_ocular_distance
 from .smoothing import smooth_landmarks
-from .video import VideoReader, VideoReadError
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-VIDEO_SUFFIXES = (".mp4", ".mpg", ".mpeg", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+from .video import VIDEO_SUFFIXES, VideoReader, VideoReadError
 
 # Where the identity of a file comes from: a preset name or a regular expression with a group named "identity",
 # matched against the path relative to the input folder (with "/" separators).
@@ -398,11 +395,16 @@ def _init_worker(backend: str, parent_pid: int | None = None) -> None:
     _WORKER["detector"] = LandmarkDetector(backend)
 
 
+# What a bad input file raises: recorded as "skipped" in its part. Anything else (a bug, a full disk, a killed
+# worker) stops the run with its traceback and writes no part, so the next run does the file again.
+INPUT_PROBLEMS = (ImageReadError, VideoReadError, NoFaceError)
+
+
 def _run_job(job: Job, out_dir: Path, opts: PrepareOptions) -> tuple[Job, int]:
     try:
         records = process_job(job, out_dir, opts, _WORKER["detector"])
-    except Exception as err:  # one bad file must not stop the run: record it
-        records = [{"identity": job.identity, "video": job.video_id, "frame": None, "skipped": f"error: {err}"}]
+    except INPUT_PROBLEMS as err:  # one bad file must not stop the run: record it
+        records = [{"identity": job.identity, "video": job.video_id, "frame": None, "skipped": f"unreadable: {err}"}]
     write_part(out_dir, job, records)
     return job, len(records)
 
@@ -415,7 +417,10 @@ def prepare_dataset(
     progress: Callable[[Job, int], None] | None = None,
 ) -> list[dict]:
     """Process every job without a part file (in ``workers`` processes, which die with this one), then write the
-    manifest. Holds the folder's lock (``lock_output``) throughout and first removes what a killed run left."""
+    manifest. Holds the folder's lock (``lock_output``) throughout and first removes what a killed run left.
+
+    A file that cannot be read or has no face becomes a "skipped" record; any other error in a job stops the run
+    (the jobs not started are cancelled) and is raised here, with no part written for that job."""
     out_dir = Path(out_dir)
     check_unique(jobs)
     with lock_output(out_dir):
@@ -439,7 +444,11 @@ def prepare_dataset(
             ) as pool:
                 futures = [pool.submit(_run_job, job, out_dir, opts) for job in todo]
                 for future in as_completed(futures):
-                    done = future.result()
+                    try:
+                        done = future.result()
+                    except BaseException:
+                        pool.shutdown(wait=True, cancel_futures=True)  # jobs already running finish their parts
+                        raise
                     if progress:
                         progress(*done)
         return build_manifest(out_dir, jobs)

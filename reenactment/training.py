@@ -60,6 +60,8 @@ from tqdm import tqdm
 import stylegan3
 from inversion.inverter import synthesize
 from stylegan3.config import save_config
+from stylegan3.io import atomic_write
+from stylegan3.runtime import DistEnv, resolve_device
 
 from .mapper import THESIS_CHANNELS, WEIGHTS_FILE, MappingNetwork, landmark_delta, save_mapper
 from .mapper_data import LandmarkPairs
@@ -71,7 +73,8 @@ LATEST_FILE = "latest.json"
 LOG_FILE = "log.csv"
 LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "lr", "seconds")
 MIXED_PRECISION = ("auto", "bf16", "fp16", "off")
-# Keys that may differ when a run resumes: they do not change the numbers (or only say how long to train).
+# Keys that may differ when a run resumes: they do not change the numbers (or only say how long to train). The
+# manifest and latents may move: their contents are checked instead (``LandmarkPairs.fingerprint``).
 RESUMABLE_CHANGES = frozenset({"epochs", "num_workers", "device", "resume", "tensorboard", "manifest", "latents"})
 
 
@@ -119,31 +122,6 @@ def image_loss(image_pred: torch.Tensor, image_target: torch.Tensor, weight: flo
     return weight * (image_pred.float() - image_target.float()).square().mean()
 
 
-@dataclass(frozen=True)
-class DistEnv:
-    """Where this process sits in a torchrun job: (0, 1, 0) when run directly."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_environ(cls) -> DistEnv:
-        env = os.environ
-        return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; anything else as given."""
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``mixed_precision`` on ``device`` (None: full float32)."""
     if mode not in MIXED_PRECISION:
@@ -187,12 +165,6 @@ def set_rng_state(state: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_log_csv(path: Path, history: list[dict]) -> None:
     """Write the per-epoch rows (floats with full precision, so equal runs give equal files), atomically."""
     buf = io.StringIO()
@@ -200,7 +172,7 @@ def write_log_csv(path: Path, history: list[dict]) -> None:
     writer.writerow(LOG_COLUMNS)
     for row in history:
         writer.writerow(["" if row[c] is None else repr(row[c]) for c in LOG_COLUMNS])
-    _atomic_text(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
 
 
 def read_log_csv(path: str | os.PathLike) -> list[dict]:
@@ -397,13 +369,14 @@ class MapperTrainer:
             "history": self.history,
             "config": dataclasses.asdict(self.cfg),
             "world_size": self.env.world,
+            "data": self.data.fingerprint(),
         }
         torch.save(state, tmp / STATE_FILE)
         shutil.rmtree(final, ignore_errors=True)  # a leftover of a run killed after the rename, before latest.json
         os.replace(tmp, final)
         write_log_csv(self.out / LOG_FILE, self.history)
         pointer = {"epoch": epoch, "checkpoint": final.relative_to(self.out).as_posix()}
-        _atomic_text(self.out / LATEST_FILE, json.dumps(pointer) + "\n")
+        atomic_write(self.out / LATEST_FILE, json.dumps(pointer) + "\n")
         return final
 
     def load_checkpoint(self, folder: Path) -> None:
@@ -415,6 +388,13 @@ class MapperTrainer:
             detail = ", ".join(f"{k}: {state['config'].get(k)!r} -> {getattr(self.cfg, k)!r}" for k in changed)
             raise ValueError(
                 f"{self.out} was trained with other settings ({detail}); use a new out folder or resume=false there"
+            )
+        if "data" not in state:
+            log.warning("%s predates the data check: not verifying that the manifest and latents are the same", folder)
+        elif state["data"] != self.data.fingerprint():  # paths may move; the data may not change
+            raise ValueError(
+                f"{self.out} was trained on other data: the manifest {self.cfg.manifest} or the latents "
+                f"{self.cfg.latents} differ from the run's; use a new out folder or resume=false there"
             )
         self.mapper.load_state_dict(load_file(str(folder / WEIGHTS_FILE), device=str(self.device)))
         self.optimizer.load_state_dict(state["optimizer"])

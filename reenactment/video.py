@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -18,8 +17,13 @@ import av
 import numpy as np
 from av.video.reformatter import ColorRange
 
+from stylegan3.io import AtomicFile
+
+# The one list of video files the tools take as input (anything FFmpeg demuxes; these are the usual names).
+VIDEO_SUFFIXES = (".mp4", ".mpg", ".mpeg", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 # Containers the writer produces, by suffix; both take H.264 video and AAC audio.
 _OUTPUT_FORMATS = {".mp4": "mp4", ".mov": "mov"}
+OUTPUT_SUFFIXES = tuple(_OUTPUT_FORMATS)
 # A decoded frame stamped this much after an output instant still counts as shown at that instant:
 # containers with a 1 ms time base (Matroska, WebM) round 30000/1001 fps timestamps by up to 0.5 ms.
 _TIMESTAMP_TOLERANCE = Fraction(1, 1000)
@@ -276,7 +280,7 @@ class VideoWriter:
             _open_input(self.audio_from).close()  # fail now, not at the first frame, if it cannot be read
         self._pix_fmt = av.VideoFormat(pix_fmt)  # raises ValueError for an unknown format
         self._options = {"crf": str(crf), "preset": preset}
-        self._temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.partial")
+        self._file: AtomicFile | None = None  # created with the container, once the frame size is known
         self._container: av.container.OutputContainer | None = None
         self._video = None
         self._audio: _AudioTrack | None = None
@@ -337,7 +341,7 @@ class VideoWriter:
                 self._audio.finish(Fraction(self._frame_count) / self._rate)
             self._container.close()
             self._closed = True
-            os.replace(self._temporary, self.path)
+            self._file.commit()
         except BaseException:
             self.abort()
             raise
@@ -351,7 +355,8 @@ class VideoWriter:
                     closable.close()
                 except (av.FFmpegError, OSError):
                     pass  # already failing; the temporary file goes anyway
-        self._temporary.unlink(missing_ok=True)
+        if self._file is not None:
+            self._file.abort()
 
     def _open(self, height: int, width: int) -> None:
         """Create the temporary file and its streams once the frame size is known."""
@@ -361,9 +366,9 @@ class VideoWriter:
                 f"{self.path}: {self._pix_fmt.name} needs an even width and height, got {width}x{height}; "
                 "crop or pad the frames"
             )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = AtomicFile(self.path)
         container = av.open(
-            str(self._temporary), mode="w", format=self._format, container_options={"movflags": "+faststart"}
+            str(self._file.tmp), mode="w", format=self._format, container_options={"movflags": "+faststart"}
         )
         try:
             video = container.add_stream("libx264", rate=self._rate, options=self._options)
@@ -376,7 +381,7 @@ class VideoWriter:
             container.start_encoding()  # writes the header, opening the encoders (the AAC frame size is set)
         except BaseException:
             container.close()
-            self._temporary.unlink(missing_ok=True)
+            self._file.abort()
             raise
         self._container, self._video = container, video
 

@@ -14,12 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from reenactment.image_io import read_image
+from reenactment.image_io import IMAGE_SUFFIXES, read_image
 from reenactment.landmarks import LandmarkDetector, inter_ocular_distance
-from reenactment.video import VideoReader
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
-VIDEO_SUFFIXES = {".mp4", ".mpg", ".mov", ".avi", ".mkv"}
+from reenactment.video import VIDEO_SUFFIXES, VideoReader
 
 
 def collect(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +71,7 @@ def mapping_error(ibug: np.ndarray, mesh: np.ndarray, mapping: list[tuple[int, i
 
 
 def files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
 
 
 def main(argv: list[str] | None = None) -> list[tuple[int, int]]:

@@ -9,6 +9,7 @@ comparison.png (target | reconstruction), losses.json (final per-term losses and
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import time
@@ -25,10 +26,13 @@ from tqdm import tqdm  # noqa: E402
 import stylegan3  # noqa: E402
 from inversion.inverter import InverterOptions, invert, synthesize  # noqa: E402
 from inversion.losses import LossWeights, build_inversion_loss  # noqa: E402
-from inversion.targets import load_target, to_tensor, to_uint8  # noqa: E402
+from inversion.targets import load_target, to_tensor  # noqa: E402
 from reenactment.image_io import write_image  # noqa: E402
 from stylegan3 import WeightsFileError, WeightsNotFoundError  # noqa: E402
 from stylegan3.config import exit_with_error, parse_cli, save_config  # noqa: E402
+from stylegan3.io import atomic_write  # noqa: E402
+from stylegan3.runtime import resolve_device  # noqa: E402
+from stylegan3.sampling import to_uint8  # noqa: E402
 
 
 @dataclass
@@ -47,18 +51,12 @@ class InvertConfig(InverterOptions):
     alexnet: str | None = None  # torchvision AlexNet weights for LPIPS (default: torch hub cache / our cache)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def main(argv: list[str] | None = None) -> Path:
     cfg = parse_cli(InvertConfig, argv, __doc__)
     if not cfg.image:
         raise SystemExit("error: give the image to invert")
-    device = resolve_device(cfg.device)
     try:
+        device = resolve_device(cfg.device)
         G = stylegan3.load(cfg.network, device=device)
         target = load_target(cfg.image, G.img_resolution, cfg.align, cfg.backend, cfg.face, report=print)
         loss_fn = build_inversion_loss(cfg.loss, cfg.loss_resolution, cfg.arcface, cfg.alexnet, device)
@@ -77,7 +75,9 @@ def main(argv: list[str] | None = None) -> Path:
     result = invert(G, to_tensor(target).to(device), loss_fn, cfg, callback=show)
     bar.close()
     w_plus = result.w_plus[0].cpu().numpy().astype(np.float32)
-    np.save(out / "latent.npy", w_plus)
+    buffer = io.BytesIO()
+    np.save(buffer, w_plus)
+    atomic_write(out / "latent.npy", buffer.getvalue())
     with torch.no_grad():
         recon = to_uint8(synthesize(G, result.w_plus))[0]
     write_image(out / "target.png", target)
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> Path:
         "seconds": round(time.time() - start, 2),
         "history": [{"step": s, **{k: v[0] for k, v in t.items()}} for s, t in result.history],
     }
-    (out / "losses.json").write_text(json.dumps(report, indent=1))
+    atomic_write(out / "losses.json", json.dumps(report, indent=1))
     print("final losses: " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()) + f"; wrote {out}")
     return out
 

@@ -4,16 +4,19 @@ python scripts/invert_dataset.py --input data/mead_aligned/manifest.jsonl --out 
 torchrun --nproc_per_node=8 scripts/invert_dataset.py --input data/mead_aligned/manifest.jsonl --out data/mead_latents
 python scripts/invert_dataset.py --input frames/ --out latents/ --warm_start sequential --warm_steps 200
 
-Writes OUT/latents/shard_<k>.npz (ids, w float32 [n, num_ws, w_dim], per-term losses), OUT/logs/shard_<k>.jsonl,
-and when all shards are done OUT/losses.jsonl (final per-term losses per frame) and OUT/index.json. Rerun the same
-command after a kill: finished shards are kept, and the result is identical to an uninterrupted run.
+Writes OUT/latents/shard_<k>.npz (ids, w float32 [n, num_ws, w_dim], per-term losses, failed frames),
+OUT/logs/shard_<k>.jsonl, OUT/run.json (the settings and each shard's frames), and when all shards are done
+OUT/losses.jsonl (final per-term losses per frame), OUT/failures.jsonl (frames whose image could not be used, and
+why) and OUT/index.json. Rerun the same command after a kill: finished shards are kept, frames that failed are
+retried, and the result is identical to an uninterrupted run. A rerun with other settings or other frames is
+refused (fresh=true discards the folder's earlier results instead).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,12 +30,27 @@ import torch.distributed as dist  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import stylegan3  # noqa: E402
-from inversion.dataset import DatasetInversion, frames_from_input, make_shards, shard_path, write_shard  # noqa: E402
+from inversion.dataset import (  # noqa: E402
+    RUN_FILE,
+    DatasetInversion,
+    check_run,
+    frames_from_input,
+    make_shards,
+    merge_shard,
+    read_shard,
+    retry_frames,
+    run_record,
+    shard_failures,
+    shard_path,
+    write_shard,
+)
 from inversion.inverter import InverterOptions, synthesize  # noqa: E402
 from inversion.losses import LossWeights, build_inversion_loss  # noqa: E402
-from inversion.targets import to_uint8  # noqa: E402
 from reenactment.image_io import write_image  # noqa: E402
 from stylegan3.config import parse_cli, save_config  # noqa: E402
+from stylegan3.io import atomic_write  # noqa: E402
+from stylegan3.runtime import DistEnv, resolve_device  # noqa: E402
+from stylegan3.sampling import to_uint8  # noqa: E402
 
 
 @dataclass
@@ -51,36 +69,65 @@ class InvertDatasetConfig(InverterOptions):
     loss_resolution: int | None = None  # LPIPS at full resolution (thesis) or at this size (e.g. 256)
     arcface: str | None = None  # model_ir_se50.pth path (default: the cache)
     alexnet: str | None = None  # torchvision AlexNet weights for LPIPS (default: torch hub cache / our cache)
+    fresh: bool = False  # discard OUT's earlier results and start over (else a rerun must match run.json)
 
 
-def _distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) when run directly."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+# Keys that do not change any latent: they may differ when a run resumes. ``batch_size`` too, unless
+# ``joint_pass`` (then the batch's company changes the float32 rounding).
+RESUMABLE_KEYS = frozenset({"input", "out", "device", "limit", "previews", "log_every", "fresh"})
+RESULT_FILES = ("latents", "logs", "previews", "losses.jsonl", "failures.jsonl", "index.json", RUN_FILE)
+
+
+def result_settings(cfg: InvertDatasetConfig) -> dict:
+    """The settings a resumed run must share with the run that started the folder."""
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE_KEYS}
+    if not cfg.joint_pass:
+        settings.pop("batch_size")
+    return settings
 
 
 def main(argv: list[str] | None = None) -> Path:
     cfg = parse_cli(InvertDatasetConfig, argv, __doc__)
     if not cfg.input:
         raise SystemExit("error: --input is required (a manifest.jsonl or a folder of images)")
-    rank, world, local_rank = _distributed()
-    if cfg.device == "auto":
-        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(cfg.device)
+    env = DistEnv.from_environ()
+    rank, world = env.rank, env.world
+    try:
+        device = resolve_device(cfg.device, env.local_rank)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
     if world > 1:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     out = Path(cfg.out)
     try:
         frames = frames_from_input(cfg.input)[: cfg.limit]
+        shards = make_shards(frames, cfg.shard_size, by_video=cfg.warm_start == "sequential")
+        record = run_record(result_settings(cfg), shards)
+        if not cfg.fresh:
+            check_run(out, record)  # every rank reads the same file: all refuse together
         G = stylegan3.load(cfg.network, device=device)
         loss_fn = build_inversion_loss(cfg.loss, cfg.loss_resolution, cfg.arcface, cfg.alexnet, device)
     except (OSError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
-    shards = make_shards(frames, cfg.shard_size, by_video=cfg.warm_start == "sequential")
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+        if cfg.fresh:
+            for name in RESULT_FILES:
+                target = out / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        atomic_write(out / RUN_FILE, json.dumps(record) + "\n")
         save_config(cfg, out / "config.yaml")
-    mine = [k for k in range(len(shards)) if k % world == rank and not shard_path(out, k).is_file()]
+    if world > 1:
+        dist.barrier()  # the folder is set up before anyone looks at its shards
+    sequential = cfg.warm_start == "sequential"
+    todo: list[tuple[int, list]] = []  # (shard, frames to invert)
+    for k in range(len(shards)):
+        if k % world != rank:
+            continue
+        if not shard_path(out, k).is_file():
+            todo.append((k, shards[k]))
+        elif failed := shard_failures(out, k):
+            todo.append((k, retry_frames(shards[k], {f for f, _ in failed}, sequential)))
     options = InverterOptions(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(InverterOptions)})
 
     position = {frame.id: i for i, frame in enumerate(frames)} if cfg.previews else {}
@@ -93,42 +140,56 @@ def main(argv: list[str] | None = None) -> Path:
             write_image(out / "previews" / name, np.concatenate([to_uint8(target[None])[0], recon], axis=1))
 
     runner = DatasetInversion(G, loss_fn, options, device, cfg.batch_size, cfg.warm_start, cfg.warm_steps, preview)
-    total = sum(len(shards[k]) for k in mine)
+    total = sum(len(frames_k) for _, frames_k in todo)
     bar = tqdm(total=total, unit="frame", desc=f"rank {rank}/{world}", position=rank, dynamic_ncols=True)
     start = time.time()
-    for k in mine:
-        result = runner.run_shard(shards[k], on_frames=bar.update)
-        write_shard(out, k, result["ids"], result["w"], result["losses"], result["steps"])
-        for frame, reason in result["failures"]:
-            tqdm.write(f"skipped {frame.id}: {reason}")
+    for k, frames_k in todo:
+        result = runner.run_shard(frames_k, on_frames=bar.update)
+        result["failures"] = [(frame.id, reason) for frame, reason in result["failures"]]
+        if len(frames_k) < len(shards[k]):  # a retry of some frames: keep the others' results
+            result = merge_shard(shards[k], read_shard(out, k), result)
+        write_shard(out, k, result["ids"], result["w"], result["losses"], result["steps"], result["failures"])
+        for frame_id, reason in result["failures"]:
+            tqdm.write(f"failed {frame_id}: {reason}")
     bar.close()
     if world > 1:
         dist.barrier()
     if rank == 0:
-        finalize(out, len(shards), G)
-        print(f"{total} frames inverted here in {time.time() - start:.1f} s; all {len(shards)} shards done: {out}")
+        failed = finalize(out, len(shards), G, frames)
+        if failed is not None:
+            done = f"{total} frames inverted here in {time.time() - start:.1f} s; all {len(shards)} shards done"
+            if failed:
+                done += f"; {failed} frames failed (listed in {out / 'failures.jsonl'}): rerun to retry them"
+            print(f"{done}: {out}")
     if world > 1:
         dist.destroy_process_group()
     return out
 
 
-def finalize(out: Path, num_shards: int, G: torch.nn.Module) -> None:
-    """Merge the shard logs into losses.jsonl and write index.json, once every shard exists."""
+def finalize(out: Path, num_shards: int, G: torch.nn.Module, frames: list) -> int | None:
+    """Once every shard exists: merge the shard logs into losses.jsonl, the failed frames into failures.jsonl and
+    write index.json, each atomically. Returns the number of failed frames (None while shards are missing)."""
     missing = [k for k in range(num_shards) if not shard_path(out, k).is_file()]
     if missing:
         print(f"{len(missing)} shards are not finished yet (another process or a rerun will do them)")
-        return
-    lines = []
+        return None
+    lines, failures = [], []
     for k in range(num_shards):
         lines.append((out / "logs" / f"shard_{k:06d}.jsonl").read_text())
-    (out / "losses.jsonl").write_text("".join(lines))
+        failures += shard_failures(out, k)
+    atomic_write(out / "losses.jsonl", "".join(lines))
+    paths = {frame.id: str(frame.path) for frame in frames}
+    failed = [json.dumps({"id": i, "path": paths.get(i), "reason": r}) + "\n" for i, r in failures]
+    atomic_write(out / "failures.jsonl", "".join(failed))
     index = {
         "num_shards": num_shards,
         "num_ws": G.num_ws,
         "w_dim": G.w_dim,
         "frames": sum(len(x.splitlines()) for x in lines),
+        "failed": len(failures),
     }
-    (out / "index.json").write_text(json.dumps(index, indent=1))
+    atomic_write(out / "index.json", json.dumps(index, indent=1))
+    return len(failures)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from reenactment.prepare import (  # noqa: E402
     prepare_dataset,
 )
 from stylegan3.config import exit_with_error, parse_cli, save_config  # noqa: E402
+from stylegan3.io import atomic_write  # noqa: E402
 
 
 @dataclass
@@ -40,9 +41,11 @@ class PrepareConfig(PrepareOptions):
     workers: int = 2  # parallel processes (one input file each)
 
 
-def check_resume(out: Path, opts: PrepareOptions) -> None:
-    """Refuse to mix outputs made with different settings in one folder."""
-    wanted = {f.name: getattr(opts, f.name) for f in dataclasses.fields(PrepareOptions)}
+def check_resume(out: Path, cfg: PrepareConfig) -> None:
+    """Refuse to mix outputs made with different settings in one folder: every ``PrepareOptions`` field and the
+    identity pattern (it decides the identity, and so the source frame, of every record)."""
+    wanted = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(PrepareOptions)}
+    wanted["identity"] = cfg.identity
     stamp = out / "prepare_options.json"
     if stamp.is_file():
         before = json.loads(stamp.read_text())
@@ -54,7 +57,7 @@ def check_resume(out: Path, opts: PrepareOptions) -> None:
             )
     else:
         out.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(json.dumps(wanted, indent=1))
+        atomic_write(stamp, json.dumps(wanted, indent=1))
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -26,7 +26,6 @@ from typing import ClassVar
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import stylegan3  # noqa: E402
@@ -39,12 +38,14 @@ from reenactment.pipeline import (  # noqa: E402
     DrivingOptions,
     Reenactor,
     SourceInversion,
+    check_driving,
     check_networks,
     prepare_source,
     reenact,
 )
 from stylegan3 import WeightsFileError, WeightsNotFoundError  # noqa: E402
 from stylegan3.config import exit_with_error, parse_cli, save_config  # noqa: E402
+from stylegan3.runtime import resolve_device  # noqa: E402
 
 
 @dataclass
@@ -77,10 +78,11 @@ def main(argv: list[str] | None = None) -> Path:
     cfg = parse_cli(ReenactConfig, argv, __doc__)
     if not cfg.source or not cfg.driving or not cfg.mapper:
         raise SystemExit("error: give SOURCE, DRIVING and --mapper MAPPER_DIR")
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
     start = time.time()
     try:
         check_motion_options(cfg.motion, cfg.pose, cfg.reference, cfg.motion_scale, cfg.regions)
+        check_driving(cfg.driving, cfg.output)  # before the models load and the source is inverted
+        device = resolve_device(cfg.device)
         G = stylegan3.load(cfg.network, device=device)
         mapper = load_mapper(cfg.mapper, device=device)
         check_networks(G, mapper)

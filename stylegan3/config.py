@@ -167,9 +167,10 @@ def config_yaml(cfg: Any) -> str:
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    """Write the resolved config as YAML."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(config_yaml(cfg))
+    """Write the resolved config as YAML (atomically)."""
+    from .io import atomic_write
+
+    atomic_write(path, config_yaml(cfg))
 
 
 def exit_with_error(err: BaseException | str) -> typing.NoReturn:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import secrets
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -159,39 +159,68 @@ def resolve_known_model(name: str, download: bool | None = None) -> Path:
     return fetch_weights(f"{name}.pkl", "stylegan", KNOWN_MODELS[name], what="StyleGAN weights", download=download)
 
 
+class AtomicFile:
+    """A temporary file beside ``path`` that becomes ``path`` only when finished: ``commit()`` renames it (atomic
+    within one folder), ``abort()`` deletes it; used as a context manager, it commits unless the block raised.
+
+    The temporary file is created empty with the permissions the umask gives (``0o666 & ~umask``, as ``open``
+    does; not ``tempfile``'s 0600), so results are readable by whoever may read the folder. Its name is hidden
+    and unique: ``.<name>.<random>.partial``. The one way this project writes a file that must never be seen
+    half-written (weights, manifests, shards, logs, images, videos).
+    """
+
+    SUFFIX = ".partial"
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            self.tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}{self.SUFFIX}")
+            try:
+                os.close(os.open(self.tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+                break
+            except FileExistsError:
+                continue
+
+    def commit(self) -> Path:
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> AtomicFile:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None] | str | bytes) -> Path:
-    """Write ``path`` through a temporary file in its folder and a rename, so a kill leaves the old file or none.
+    """Write ``path`` through an ``AtomicFile``, so a kill leaves the old file or none, never a partial one.
 
     ``write`` is the content (str or bytes) or a function that writes the temporary file given its name.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    file = AtomicFile(path)
     try:
         if isinstance(write, (str, bytes)):
-            Path(tmp).write_bytes(write.encode() if isinstance(write, str) else write)
+            file.tmp.write_bytes(write.encode() if isinstance(write, str) else write)
         else:
-            write(tmp)
-        os.replace(tmp, path)
+            write(str(file.tmp))
+        return file.commit()
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        file.abort()
         raise
-    return path
 
 
 def _download(url: str, target: Path, timeout: float = 30.0) -> None:
-    """Download to a temporary file beside ``target`` and rename, so a killed download leaves nothing."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Download into an ``AtomicFile`` beside ``target``, so a killed download leaves nothing."""
     with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (fixed https URLs)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                shutil.copyfileobj(response, f, length=1 << 20)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with AtomicFile(target) as file, open(file.tmp, "wb") as f:
+            shutil.copyfileobj(response, f, length=1 << 20)
 
 
 def build(architecture: str, init_kwargs: dict) -> nn.Module:

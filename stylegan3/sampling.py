@@ -23,10 +23,11 @@ def z_from_seeds(seeds: list[int], z_dim: int) -> torch.Tensor:
     return torch.from_numpy(np.stack([np.random.RandomState(s).randn(z_dim) for s in seeds]).astype(np.float32))
 
 
-def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """[N, 3, H, W] float in [-1, 1] -> [N, H, W, 3] uint8."""
-    img = (img.detach().to(torch.float32) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-    return img.permute(0, 2, 3, 1).cpu().numpy()
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[N, 3, H, W] float in [-1, 1] -> [N, H, W, 3] uint8: clamped, then ``round((x + 1) * 127.5)`` (ties to
+    even), so -1 -> 0, 0 -> 128 (127.5 rounds to even), 1 -> 255; the one conversion every image output uses."""
+    values = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round()
+    return values.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 @torch.no_grad()

@@ -56,3 +56,24 @@ def grid_track(clip: str, backend: str) -> np.ndarray:
     """[75, 70, 2] landmarks of a GRID clip with one backend (raises NoFaceError on a miss)."""
     det = detector(backend)
     return np.stack([det(frame, name=f"{clip} frame {t}") for t, frame in enumerate(grid_frames(clip))])
+
+
+def write_loss_weights(folder: Path) -> tuple[Path, Path]:
+    """Random-weight files for the full inversion loss: ``model_ir_se50.pth`` (a tiny IR-SE network with the
+    published file's names, loaded by the same strict loader) and torchvision's ``alexnet-owt-7be5be79.pth`` (the
+    classifier, unused by LPIPS, as zero-stride placeholders). Returns (arcface, alexnet) paths."""
+    import torch
+    import torchvision
+
+    from inversion.arcface import ARCFACE_FILE, IRSE50
+    from inversion.perceptual import ALEXNET_FILE
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    arcface = folder / ARCFACE_FILE
+    torch.save(IRSE50(stages=((16, 1), (32, 1), (48, 1), (64, 1)), embedding_dim=32).state_dict(), arcface)
+    state = torchvision.models.alexnet(weights=None).state_dict()
+    state = {k: v if k.startswith("features.") else torch.zeros(()).expand(v.shape) for k, v in state.items()}
+    alexnet = folder / ALEXNET_FILE
+    torch.save(state, alexnet)
+    return arcface, alexnet

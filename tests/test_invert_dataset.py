@@ -1,9 +1,11 @@
-"""invert_dataset.py: shards, a kill and a rerun, torchrun with two processes, sequential warm start."""
+"""invert_dataset.py: shards, a kill and a rerun, torchrun with two processes, sequential warm start, the full loss
+against single runs, refused reruns, failed frames recorded and retried."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,10 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FIXTURES, LONDON, SAMPLES
+from conftest import FIXTURES, LONDON, SAMPLES, write_loss_weights
 from PIL import Image
 
+import stylegan3
 from inversion.dataset import frames_from_input, load_latents, make_shards
+from inversion.inverter import InverterOptions, invert
+from inversion.losses import LossWeights, build_inversion_loss
+from inversion.targets import resize_square, to_tensor
+from reenactment.image_io import read_image
+from scripts import invert_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = ["--network", str(FIXTURES / "sg2_64.pkl"), "loss.lpips=0", "loss.id=0", "batch_size=2", "shard_size=2"]
@@ -49,7 +57,7 @@ def test_outputs(full_run, frames_dir):
     assert sorted(latents) == sorted(p.name for p in frames_dir.glob("*.png"))
     assert all(w.shape == (10, 64) and w.dtype == np.float32 for w in latents.values())
     log = [json.loads(line) for line in (full_run / "losses.jsonl").read_text().splitlines()]
-    assert len(log) == 8 and all({"id", "steps", "mse", "delta_reg", "total"} <= r.keys() for r in log)
+    assert len(log) == 8 and all({"id", "steps", "loss_mse", "loss_delta_reg", "loss_total"} <= r.keys() for r in log)
     assert json.loads((full_run / "index.json").read_text())["frames"] == 8
     assert len(list((full_run / "latents").glob("shard_*.npz"))) == 4
 
@@ -72,12 +80,12 @@ def test_killed_and_rerun_is_bit_identical(frames_dir, full_run, tmp_path):
     a, b = load_latents(out), load_latents(full_run)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     assert (out / "losses.jsonl").read_text() == (full_run / "losses.jsonl").read_text()
-    assert not list(out.rglob("*.tmp"))
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob("*.partial"))
 
 
 def test_torchrun_two_processes_equal_one(frames_dir, full_run, tmp_path):
     out = tmp_path / "ddp"
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
     proc = subprocess.run(
         launcher + cmd(frames_dir, out, "steps=20")[1:], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300
     )
@@ -116,3 +124,81 @@ def test_bad_input_is_a_clear_error(tmp_path):
         cmd(tmp_path / "nope.jsonl", tmp_path / "o"), cwd=REPO, env=ENV, capture_output=True, text=True
     )
     assert proc.returncode != 0 and "input not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def in_process(inp: Path, out: Path, *extra: str) -> Path:
+    """invert_dataset.py's main in this process (its thread count for the reference runs too)."""
+    return invert_dataset.main(cmd(inp, out, *extra)[2:])
+
+
+def test_full_loss_latents_and_losses_equal_single_runs(frames_dir, tmp_path):
+    # All four terms, random-weight ArcFace and AlexNet files; batch = shard = 2, so every shard brings new targets
+    # (a cached ID embedding keyed by the target's address served later shards an earlier shard's identity).
+    arcface, alexnet = write_loss_weights(tmp_path / "weights")
+    weights = [f"arcface={arcface}", f"alexnet={alexnet}", "loss.lpips=1.5", "loss.id=0.05"]
+    out = in_process(frames_dir, tmp_path / "full", "steps=1", "limit=4", *weights)
+    log = {r["id"]: r for r in map(json.loads, (out / "losses.jsonl").read_text().splitlines())}
+    latents = load_latents(out)
+    G = stylegan3.load(FIXTURES / "sg2_64.pkl")
+    frames = frames_from_input(frames_dir)[:4]
+    assert sorted(log) == sorted(latents) == sorted(f.id for f in frames)
+    for frame in frames:
+        target = to_tensor(resize_square(read_image(frame.path), G.img_resolution))
+        loss = build_inversion_loss(LossWeights(), arcface_path=str(arcface), alexnet_path=str(alexnet))
+        single = invert(G, target, loss, InverterOptions(steps=1))
+        assert np.array_equal(latents[frame.id], single.w_plus[0].numpy()), frame.id
+        for term in ("total", "mse", "lpips", "id", "delta_reg"):
+            assert log[frame.id][f"loss_{term}"] == round(float(single.losses[term][0]), 6), (frame.id, term)
+
+
+def test_rerun_with_other_settings_or_frames_is_refused(frames_dir, full_run):
+    config = (full_run / "config.yaml").read_text()
+    cases = [
+        (["steps=21"], "other settings (steps: 20 -> 21)"),
+        (["steps=20", "lr=0.02"], "other settings (lr: 0.01 -> 0.02)"),
+        (["steps=20", "loss.delta_reg=0.01"], "other settings (loss:"),
+        (["steps=20", "shard_size=3"], "other settings (shard_size: 2 -> 3)"),
+        (["steps=20", "limit=6"], "0 frames are new, 2 are gone"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(SystemExit) as info:
+            in_process(frames_dir, full_run, *extra)
+        assert message in str(info.value) and "fresh=true" in str(info.value), info.value
+    assert (full_run / "config.yaml").read_text() == config
+    # The batch size changes no latent (each image has its own pass): a rerun with another one is fine.
+    in_process(frames_dir, full_run, "steps=20", "batch_size=3")
+
+
+def test_failed_frames_are_recorded_retried_and_fresh_starts_over(frames_dir, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = sorted(frames_dir.glob("*.png"))
+    shutil.copy(good[0], folder / "a.png")
+    (folder / "b.png").write_bytes(b"not an image")
+    shutil.copy(good[2], folder / "c.png")
+    out = tmp_path / "out"
+    in_process(folder, out, "steps=2")
+    assert "1 frames failed" in capsys.readouterr().out
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert [(f["id"], f["path"]) for f in failures] == [("b.png", str(folder / "b.png"))]
+    assert "cannot read image" in failures[0]["reason"] and "b.png" in failures[0]["reason"]
+    assert json.loads((out / "index.json").read_text())["failed"] == 1
+    before = load_latents(out)
+    assert sorted(before) == ["a.png", "c.png"]
+    # The image is fixed: the next run inverts only that frame, into its shard, as an uninterrupted run would.
+    shutil.copy(good[1], folder / "b.png")
+    in_process(folder, out, "steps=2")
+    after = load_latents(out)
+    assert sorted(after) == ["a.png", "b.png", "c.png"]
+    assert all(np.array_equal(after[k], before[k]) for k in before)
+    G = stylegan3.load(FIXTURES / "sg2_64.pkl")
+    target = to_tensor(resize_square(read_image(good[1]), G.img_resolution))
+    single = invert(G, target, build_inversion_loss(LossWeights(lpips=0, id=0)), InverterOptions(steps=2))
+    assert np.array_equal(after["b.png"], single.w_plus[0].numpy())
+    assert [json.loads(x)["id"] for x in (out / "losses.jsonl").read_text().splitlines()] == ["a.png", "b.png", "c.png"]
+    assert (out / "failures.jsonl").read_text() == "" and json.loads((out / "index.json").read_text())["failed"] == 0
+    assert "frames failed" not in capsys.readouterr().out
+    # fresh=true: other settings are taken, and nothing of the earlier run is left.
+    in_process(folder, out, "steps=1", "limit=1", "fresh=true")
+    assert sorted(load_latents(out)) == ["a.png"]
+    assert [json.loads(x)["steps"] for x in (out / "losses.jsonl").read_text().splitlines()] == [1]

@@ -155,3 +155,32 @@ def test_cli_positional_after_config_file(tmp_path):
     config.write_text("steps: 7\n")
     cfg = parse_cli(Cfg, ["--config", str(config), "face.png", "-o", "x.mp4", "--no-align", "--concat"])
     assert (cfg.image, cfg.out, cfg.steps, cfg.align, cfg.concat) == ("face.png", "x.mp4", 7, False, True)
+
+
+def test_resume_with_another_identity_pattern_is_refused(grid_input, full_run):
+    proc = run_script(grid_input, full_run, "identity=(?P<identity>[a-z]+)")
+    log, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "other settings (identity)" in log
+
+
+def test_only_input_problems_become_skipped(grid_input, tmp_path, monkeypatch):
+    # A bug (here a TypeError in one job) stops the run with its traceback and records nothing for that file,
+    # so the next run does it again; unreadable files and faceless photos still become "skipped" records.
+    import reenactment.prepare as prepare
+
+    jobs = [j for j in find_jobs(grid_input)[0] if j.rel in ("broken.mp4", "noface.png")]
+    real = prepare.process_job
+
+    def buggy(job, *args):
+        if job.rel == "noface.png":
+            raise TypeError("a programming error")
+        return real(job, *args)
+
+    opts = prepare.PrepareOptions(size=64, image_format="jpg")
+    monkeypatch.setattr(prepare, "process_job", buggy)
+    with pytest.raises(TypeError, match="a programming error"):
+        prepare.prepare_dataset(jobs, tmp_path, opts, workers=1)
+    assert [p.name for p in (tmp_path / "parts").glob("*.jsonl")] == ["broken.mp4.jsonl"]
+    monkeypatch.setattr(prepare, "process_job", real)
+    records = prepare.prepare_dataset(jobs, tmp_path, opts, workers=1)
+    assert {r["video"]: r["skipped"].split(":")[0] for r in records} == {"broken": "unreadable", "noface": "no face"}

@@ -124,7 +124,7 @@ def test_reenactor_feeds_the_mapper_what_it_was_trained_on(mapper_dir):
     torch.testing.assert_close(w[0], zero[0])  # frame 0 is the source's own landmarks: a zero delta
     assert not torch.equal(w[0], w[2])
     from inversion.inverter import synthesize
-    from inversion.targets import to_uint8
+    from stylegan3.sampling import to_uint8
 
     np.testing.assert_array_equal(reenactor.frames(track.points[:3]), to_uint8(synthesize(G, w)))
 
@@ -236,3 +236,27 @@ def test_bad_motion_option_fails_before_any_work(tmp_path, mapper_dir):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: regions: unknown mouth; use a comma list of all")
     assert "inverted" not in proc.stdout and not (tmp_path / "cache").exists()
+
+
+def test_driving_problems_are_found_before_the_source_inversion(tmp_path, mapper_dir):
+    from reenactment.pipeline import check_driving
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 cut short")
+    image = tmp_path / "driving.png"
+    image.write_bytes(SOURCE.read_bytes()[:200])  # a cut-off photo
+    cases = [
+        (broken, "out.mp4", "broken.mp4"),
+        (DRIVING, "out.avi", "out.avi: a reenacted video is written as .mp4 or .mov"),
+        (SOURCE, "out.tif", "out.tif: images are written as"),
+        (image, "out.png", "driving.png"),
+    ]
+    for driving, out, message in cases:
+        with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+            check_driving(driving, tmp_path / out)
+    assert check_driving(SOURCE, tmp_path / "x.mp4") == tmp_path / "x.png"  # an image for a driving image
+    assert check_driving(DRIVING, tmp_path / "x.mp4") == tmp_path / "x.mp4"
+    # reenact.py checks first: 100000 inversion steps would take hours, the error comes at once, in one line.
+    proc = reenact(SOURCE, broken, tmp_path / "out.mp4", mapper_dir, tmp_path / "cache", "steps=100000")
+    assert proc.returncode != 0 and "broken.mp4" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "out.mp4").exists() and not (tmp_path / "cache" / "latents").exists()

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 import torch
 from conftest import load_fixture
 
-from inversion.dataset import write_shard
+from inversion.dataset import read_shard, write_shard
 from reenactment.mapper import MappingNetwork, load_mapper
 from reenactment.mapper_data import LandmarkPairs
 from reenactment.training import (
@@ -286,9 +287,28 @@ def test_resume_refuses_other_settings_and_a_used_folder(dataset, full_run):
         train_mapper(smoke_config(dataset, full_run, "resume=false"))
 
 
+def test_resume_refuses_other_data_but_not_a_moved_copy(dataset, full_run, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(dataset, moved)
+    with one_thread():
+        train_mapper(smoke_config(moved, full_run))  # the same data in another place: resumes (no epoch is left)
+    other = tmp_path / "other"
+    shutil.copytree(dataset, other)
+    shard = read_shard(other / "inverted", 0)
+    shard["w"][3] += 0.5  # one latent of another inversion
+    write_shard(other / "inverted", 0, shard["ids"], shard["w"], shard["losses"], shard["steps"])
+    with pytest.raises(ValueError, match="trained on other data"):
+        train_mapper(smoke_config(other, full_run))
+    lines = (other / "manifest.jsonl").read_text().splitlines()
+    shutil.copy(dataset / "inverted" / "latents" / "shard_000000.npz", other / "inverted" / "latents")
+    (other / "manifest.jsonl").write_text("\n".join(lines[:-3] + lines[-2:]) + "\n")  # one frame fewer
+    with pytest.raises(ValueError, match="trained on other data"):
+        train_mapper(smoke_config(other, full_run))
+
+
 def test_torchrun_two_cpu_processes(dataset, tmp_path):
     out = tmp_path / "ddp"
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
     cmd = launcher + train_cmd(dataset, out, "epochs=2", "val_fraction=0.125")[1:]
     proc = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
