@@ -62,10 +62,11 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
 def test_what_prepare_takes_invert_dataset_takes(tmp_path):
     # One list of image suffixes: a .tif photo that prepare_dataset.py aligns is also inverted.
     image = Image.open(SAMPLES / "images" / LONDON[0]).convert("RGB").resize((64, 64))
-    for suffix in IMAGE_SUFFIXES:
-        image.save(tmp_path / f"x{suffix}")
+    names = [f"x_{suffix[1:]}{suffix}" for suffix in IMAGE_SUFFIXES]  # distinct stems: one video id each
+    for name in names:
+        image.save(tmp_path / name)
     found = sorted(f.id for f in frames_from_input(tmp_path))
-    assert found == sorted(f"x{suffix}" for suffix in IMAGE_SUFFIXES)
+    assert found == sorted(names)
     assert sorted(j.rel for j in find_jobs(tmp_path)[0]) == found
 
 
