@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from stylegan3.sampling import synthesize
+
 from .losses import InversionLoss
 
 
@@ -45,14 +47,6 @@ class InversionResult:
     losses: dict[str, torch.Tensor]
     history: list[tuple[int, dict[str, list[float]]]] = field(default_factory=list)
     steps_run: list[int] = field(default_factory=list)
-
-
-def synthesize(G: nn.Module, w_plus: torch.Tensor, mixed_precision: bool = False) -> torch.Tensor:
-    """G(w) for inversion: [N, num_ws, w_dim] -> [N, 3, H, W] float32 (constant noise for StyleGAN2)."""
-    kwargs = {"force_fp32": not mixed_precision}
-    if getattr(G, "architecture", "") == "stylegan2":
-        kwargs["noise_mode"] = "const"
-    return G.synthesis(w_plus, **kwargs).float()
 
 
 def invert(

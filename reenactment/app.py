@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from inversion.inverter import InverterOptions, synthesize
+from inversion.inverter import InverterOptions
 from inversion.losses import LossWeights
 from stylegan3.runtime import resolve_device
-from stylegan3.sampling import to_uint8
+from stylegan3.sampling import synthesize, to_uint8
 
 from .image_io import IMAGE_SUFFIXES
 from .landmarks import LandmarkDetector, NoFaceError

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from inversion.inverter import InverterOptions, invert, synthesize
+from inversion.inverter import InverterOptions, invert
 from inversion.losses import LossWeights, build_inversion_loss
 from inversion.targets import to_tensor
 from stylegan3.io import atomic_write, cache_dir
-from stylegan3.sampling import to_uint8
+from stylegan3.sampling import synthesize, to_uint8
 
 from .align import Crop, crop_transform, face_crop, stabilize_crops, transform_points, warp_crop
 from .image_io import IMAGE_SUFFIXES, WRITE_SUFFIXES, read_image, write_image

@@ -21,13 +21,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from inversion.inverter import synthesize  # noqa: E402
 from reenactment.landmarks import LandmarkDetector  # noqa: E402
 from reenactment.mapper import MappingNetwork  # noqa: E402
 from reenactment.pipeline import DrivingOptions, Reenactor, Source, reenact, track_driving  # noqa: E402
 from reenactment.video import VideoReader, VideoWriter  # noqa: E402
 from stylegan3.bench import PLANS, build_plan  # noqa: E402
-from stylegan3.sampling import to_uint8  # noqa: E402
+from stylegan3.sampling import (
+    synthesize,  # noqa: E402
+    to_uint8,  # noqa: E402
+)
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "samples" / "videos" / "grid_lbax4n.mpg"
 

@@ -59,3 +59,11 @@ def make_grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
         r, col = divmod(i, columns)
         grid[r * h : (r + 1) * h, col * w : (col + 1) * w] = img
     return grid
+
+
+def synthesize(G: nn.Module, w_plus: torch.Tensor, mixed_precision: bool = False) -> torch.Tensor:
+    """G(w) for inversion: [N, num_ws, w_dim] -> [N, 3, H, W] float32 (constant noise for StyleGAN2)."""
+    kwargs = {"force_fp32": not mixed_precision}
+    if getattr(G, "architecture", "") == "stylegan2":
+        kwargs["noise_mode"] = "const"
+    return G.synthesis(w_plus, **kwargs).float()

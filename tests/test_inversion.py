@@ -13,8 +13,9 @@ import torch
 from conftest import FIXTURES, SAMPLES, load_fixture, write_loss_weights
 from PIL import Image
 
-from inversion.inverter import InverterOptions, invert, synthesize
+from inversion.inverter import InverterOptions, invert
 from inversion.losses import IdentityLoss, InversionLoss, LossWeights, build_inversion_loss, delta_reg, mse_loss
+from stylegan3.sampling import synthesize
 
 REPO = Path(__file__).resolve().parents[1]
 MSE_ONLY = LossWeights(lpips=0.0, id=0.0)  # MSE + delta-reg: no pretrained networks needed

@@ -123,8 +123,7 @@ def test_reenactor_feeds_the_mapper_what_it_was_trained_on(mapper_dir):
         zero = w_s + mapper(torch.zeros(1, 3, 128, 128))
     torch.testing.assert_close(w[0], zero[0])  # frame 0 is the source's own landmarks: a zero delta
     assert not torch.equal(w[0], w[2])
-    from inversion.inverter import synthesize
-    from stylegan3.sampling import to_uint8
+    from stylegan3.sampling import synthesize, to_uint8
 
     np.testing.assert_array_equal(reenactor.frames(track.points[:3]), to_uint8(synthesize(G, w)))
 
