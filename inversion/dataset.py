@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from reenactment.image_io import IMAGE_SUFFIXES, ImageReadError, read_image
+from stylegan3.images import IMAGE_SUFFIXES, ImageReadError, read_image
 from stylegan3.io import atomic_write
 
 from .inverter import InverterOptions, invert

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from reenactment.image_io import read_image
+from stylegan3.images import read_image
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

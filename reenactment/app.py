@@ -30,10 +30,10 @@ from torch import nn
 
 from inversion.inverter import InverterOptions
 from inversion.losses import LossWeights
+from stylegan3.images import IMAGE_SUFFIXES
 from stylegan3.runtime import resolve_device
 from stylegan3.sampling import synthesize, to_uint8
 
-from .image_io import IMAGE_SUFFIXES
 from .landmarks import LandmarkDetector, NoFaceError
 from .motion import check_motion_options
 from .pipeline import DrivingOptions
@@ -260,7 +260,7 @@ class Reenactment:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         if is_image(driving):
-            from .image_io import read_image
+            from stylegan3.images import read_image
 
             read_image(driving)  # unreadable: refused before the inversion, not after
             total_frames = 1

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stylegan3.images import IMAGE_SUFFIXES, image_size, read_image
 from stylegan3.io import atomic_write
 
 from . import metrics as M
-from .image_io import IMAGE_SUFFIXES, image_size, read_image
 
 MODES = ("inversion", "self", "cross")
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {

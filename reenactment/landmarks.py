@@ -322,14 +322,14 @@ class LandmarkDetector:
 
     def read_face(self, path: str | Path, face: str | int = "largest") -> tuple[np.ndarray, np.ndarray, str | None]:
         """``read`` with ``pick``: (HxWx3 uint8 RGB, [70, 2] float32, the note about several faces or None)."""
-        from .image_io import read_image
+        from stylegan3.images import read_image
 
         image = read_image(path)
         return (image, *self.pick(image, face, name=str(path)))
 
     def read(self, path: str | Path, face: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Read a photo (``reenactment.image_io.read_image``) and detect: (HxWx3 uint8 RGB, [70, 2] float32)."""
-        from .image_io import read_image
+        """Read a photo (``stylegan3.images.read_image``) and detect: (HxWx3 uint8 RGB, [70, 2] float32)."""
+        from stylegan3.images import read_image
 
         image = read_image(path)
         return image, self(image, face=face, name=str(path))

@@ -25,11 +25,11 @@ from torch import nn
 from inversion.inverter import InverterOptions, invert
 from inversion.losses import LossWeights, build_inversion_loss
 from inversion.targets import to_tensor
+from stylegan3.images import IMAGE_SUFFIXES, WRITE_SUFFIXES, read_image, write_image
 from stylegan3.io import atomic_write, cache_dir
 from stylegan3.sampling import synthesize, to_uint8
 
 from .align import Crop, crop_transform, face_crop, stabilize_crops, transform_points, warp_crop
-from .image_io import IMAGE_SUFFIXES, WRITE_SUFFIXES, read_image, write_image
 from .landmark_image import render_landmark_image, render_landmark_images
 from .landmarks import LandmarkDetector, NoFaceError, parse_face
 from .motion import check_motion_options, transfer_motion

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from stylegan3.images import IMAGE_SUFFIXES, ImageReadError, read_image, write_image
 from stylegan3.io import atomic_write
 
 from .align import Crop, crop_transform, face_crop, stabilize_crops, transform_points, warp_crop
-from .image_io import IMAGE_SUFFIXES, ImageReadError, read_image, write_image
 from .landmarks import LandmarkDetector, NoFaceError, inter_ocular_distance
 from .smoothing import smooth_landmarks
 from .video import VIDEO_SUFFIXES, VideoReader, VideoReadError

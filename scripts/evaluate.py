@@ -34,8 +34,8 @@ from reenactment.evaluation import (  # noqa: E402
     read_manifest,
     write_results,
 )
-from reenactment.image_io import ImageReadError  # noqa: E402
 from stylegan3.config import config_yaml, exit_with_error, parse_cli  # noqa: E402
+from stylegan3.images import ImageReadError  # noqa: E402
 
 
 @dataclass

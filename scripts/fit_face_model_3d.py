@@ -19,8 +19,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from reenactment.head_pose import fit_face_model  # noqa: E402
-from reenactment.image_io import read_image  # noqa: E402
 from reenactment.landmarks import MEDIAPIPE_TO_IBUG, LandmarkDetector  # noqa: E402
+from stylegan3.images import read_image  # noqa: E402
 
 
 def faces_3d(paths: list[Path]) -> np.ndarray:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from reenactment.image_io import IMAGE_SUFFIXES, read_image
 from reenactment.landmarks import LandmarkDetector, inter_ocular_distance
 from reenactment.video import VIDEO_SUFFIXES, VideoReader
+from stylegan3.images import IMAGE_SUFFIXES, read_image
 
 
 def collect(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:

@@ -27,9 +27,9 @@ import stylegan3  # noqa: E402
 from inversion.inverter import InverterOptions, invert  # noqa: E402
 from inversion.losses import LossWeights, build_inversion_loss  # noqa: E402
 from inversion.targets import load_target, to_tensor  # noqa: E402
-from reenactment.image_io import write_image  # noqa: E402
 from stylegan3 import WeightsFileError, WeightsNotFoundError  # noqa: E402
 from stylegan3.config import exit_with_error, parse_cli, save_config  # noqa: E402
+from stylegan3.images import write_image  # noqa: E402
 from stylegan3.io import atomic_write  # noqa: E402
 from stylegan3.runtime import resolve_device  # noqa: E402
 from stylegan3.sampling import (

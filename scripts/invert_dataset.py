@@ -46,8 +46,8 @@ from inversion.dataset import (  # noqa: E402
 )
 from inversion.inverter import InverterOptions  # noqa: E402
 from inversion.losses import LossWeights, build_inversion_loss  # noqa: E402
-from reenactment.image_io import write_image  # noqa: E402
 from stylegan3.config import parse_cli, save_config  # noqa: E402
+from stylegan3.images import write_image  # noqa: E402
 from stylegan3.io import atomic_write  # noqa: E402
 from stylegan3.runtime import DistEnv, resolve_device  # noqa: E402
 from stylegan3.sampling import (

@@ -17,8 +17,8 @@ from reenactment.align import (
     unalign_image,
     warp_crop,
 )
-from reenactment.image_io import read_image
 from reenactment.landmarks import eye_centres, inter_ocular_distance
+from stylegan3.images import read_image
 
 
 @pytest.fixture(scope="module")

@@ -181,7 +181,7 @@ def _crop_coords(points: np.ndarray) -> np.ndarray:
 
 def test_crop_frames_eyes_and_mouth_of_aligned_face():
     from reenactment.align import align_face, transform_points
-    from reenactment.image_io import read_image
+    from stylegan3.images import read_image
 
     image = read_image(SAMPLES / "images" / "london_003_neutral.jpg")
     points = detector("dlib")(image)

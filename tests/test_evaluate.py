@@ -14,8 +14,8 @@ from conftest import SAMPLES, detector
 from reenactment import evaluation as E
 from reenactment import metrics as M
 from reenactment.align import align_face
-from reenactment.image_io import read_image, write_image
 from scripts.evaluate import main
+from stylegan3.images import read_image, write_image
 
 PEOPLE = ("003", "021", "061")
 SIDE = 192

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reenactment.image_io import ImageReadError, read_image, write_image
+from stylegan3.images import ImageReadError, read_image, write_image
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples"
 PORTRAIT_JPEG = SAMPLES / "images" / "lisa3_tilted.jpg"  # 600x800 (WxH), no EXIF orientation

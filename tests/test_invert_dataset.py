@@ -22,8 +22,8 @@ from inversion.dataset import frames_from_input, load_latents, make_shards
 from inversion.inverter import InverterOptions, invert
 from inversion.losses import LossWeights, build_inversion_loss
 from inversion.targets import resize_square, to_tensor
-from reenactment.image_io import read_image
 from scripts import invert_dataset
+from stylegan3.images import read_image
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = ["--network", str(FIXTURES / "sg2_64.pkl"), "loss.lpips=0", "loss.id=0", "batch_size=2", "shard_size=2"]

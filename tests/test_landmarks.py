@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from conftest import GRID_CLIPS, LONDON, SAMPLES, detector, grid_track
 
-from reenactment.image_io import read_image
 from reenactment.landmarks import (
     MEDIAPIPE_TO_IBUG,
     LandmarkDetector,
@@ -14,6 +13,7 @@ from reenactment.landmarks import (
     NoFaceError,
     inter_ocular_distance,
 )
+from stylegan3.images import read_image
 
 BACKENDS = ["dlib", "mediapipe"]
 

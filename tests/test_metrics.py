@@ -15,7 +15,7 @@ from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structu
 from reenactment import head_pose
 from reenactment import metrics as M
 from reenactment.align import align_face
-from reenactment.image_io import read_image
+from stylegan3.images import read_image
 
 IMAGES = SAMPLES / "images"
 PEOPLE = ("003", "021", "024", "061", "062", "087")

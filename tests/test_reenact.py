@@ -131,7 +131,7 @@ def test_reenactor_feeds_the_mapper_what_it_was_trained_on(mapper_dir):
 def test_paste_back_into_the_source_photo(tmp_path, mapper_dir):
     from PIL import Image
 
-    from reenactment.image_io import read_image
+    from stylegan3.images import read_image
 
     driving = SAMPLES / "images" / "grid_lrwp9a_frame010_openmouth.png"
     proc = reenact(SOURCE, driving, tmp_path / "p.png", mapper_dir, tmp_path / "cache", "--paste-back")

@@ -16,8 +16,8 @@ from conftest import FIXTURES, LONDON, SAMPLES
 from PIL import Image
 
 from inversion.dataset import frames_from_input
-from reenactment.image_io import IMAGE_SUFFIXES, write_image
 from reenactment.prepare import find_jobs
+from stylegan3.images import IMAGE_SUFFIXES, write_image
 from stylegan3.io import atomic_write
 from stylegan3.runtime import DistEnv, resolve_device
 from stylegan3.sampling import to_uint8

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from stylegan3.io import AtomicFile
+from .io import AtomicFile
 
 # Modes accepted as they are or after a lossless conversion to 8-bit RGB.
 _GREY_MODES = {"1", "L"}
