@@ -12,13 +12,18 @@ of the top-left pixel is (0, 0)), mapping original-frame points to aligned-frame
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter, gaussian_filter1d
 
-from .landmarks import eye_centres
+from inversion.targets import resize_square
+from stylegan3.images import read_image
+
+from .landmarks import LandmarkDetector, eye_centres
 
 
 @dataclass(frozen=True)
@@ -241,3 +246,25 @@ def stabilize_crops(crops: np.ndarray, fps: float, sigma_s: float = 0.3, mode: s
         raise ValueError(f"unknown crop stabilisation mode {mode!r}: use 'smooth', 'fixed' or 'none'")
     length = np.exp(half)
     return np.stack([centre[:, 0], centre[:, 1], length * np.cos(angle), length * np.sin(angle)], axis=1)
+
+
+def load_target(
+    path: str | Path,
+    resolution: int,
+    align: bool = True,
+    backend: str = "dlib",
+    face: str | int = "largest",
+    report: Callable[[str], None] | None = None,
+) -> np.ndarray:
+    """A photo as a resolution x resolution uint8 target: FFHQ-aligned from its landmarks when ``align``
+    (``NoFaceError`` if there is no face), else only resized (it must then be square and already aligned).
+
+    ``face``: which face of several ("largest", or an index, 0 = the largest); ``report`` gets the one-line note
+    saying which face was taken of how many, when there are several."""
+    if not align:
+        return resize_square(read_image(path), resolution)
+    image, points, note = LandmarkDetector(backend).read_face(path, face)
+    if note and report:
+        report(note)
+    aligned, _ = align_face(image, points, size=resolution)
+    return aligned
