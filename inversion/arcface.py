@@ -212,7 +212,7 @@ def arcface_crop(images: torch.Tensor) -> torch.Tensor:
 
     Average-pools to 256x256 (when S != 256), keeps rows 35:223 and columns 32:220, and average-pools
     that 188x188 window to 112x112. The window holds brows, eyes, nose and mouth only for faces aligned
-    the FFHQ way (``reenactment.align.align_face``); other framings need their own crop. Differentiable.
+    the FFHQ way (``reenactment.faces.align.align_face``); other framings need their own crop. Differentiable.
     """
     if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
         raise ValueError(f"expected square [N, 3, S, S] images, got {tuple(images.shape)}")

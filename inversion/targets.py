@@ -1,5 +1,5 @@
 """Inversion targets as tensors: square resizing and conversion to [-1, 1]. (Reading and FFHQ-aligning a photo is
-``reenactment.align.load_target``: alignment needs the landmark detector, which lives above this package.)"""
+``reenactment.faces.align.load_target``: alignment needs the landmark detector, which lives above this package.)"""
 
 from __future__ import annotations
 

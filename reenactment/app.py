@@ -34,8 +34,8 @@ from stylegan3.images import IMAGE_SUFFIXES
 from stylegan3.runtime import resolve_device
 from stylegan3.sampling import synthesize, to_uint8
 
-from .landmarks import LandmarkDetector, NoFaceError
-from .motion import check_motion_options
+from .faces.landmarks import LandmarkDetector, NoFaceError
+from .faces.motion import check_motion_options
 from .pipeline import DrivingOptions
 from .video import VIDEO_SUFFIXES, VideoReadError, probe_video
 

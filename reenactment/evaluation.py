@@ -197,7 +197,7 @@ class Networks:
     lpips: Callable | None = None  # (x, y in [-1, 1]) -> [N]
     arcface: Callable | None = None  # [N, 3, S, S] in [-1, 1] -> [N, D]
     inception: Callable | None = None  # [N, 3, H, W] in [0, 1] -> [[N, 2048, 1, 1]]
-    landmarks: Callable | None = None  # HxWx3 uint8 -> [70, 2] (reenactment.landmarks.LandmarkDetector)
+    landmarks: Callable | None = None  # HxWx3 uint8 -> [70, 2] (reenactment.faces.landmarks.LandmarkDetector)
     dlib_embedder: Callable | None = None  # (image, points) -> [128]
 
 
@@ -259,7 +259,7 @@ def load_networks(mode: str, options: EvaluationOptions) -> tuple[Networks, dict
     wants_dlib_id = options.dlib_identity and "ID_dlib" in EXTRA_COLUMNS[mode]
     if "landmarks" in needs or wants_dlib_id:
         try:
-            from .landmarks import LandmarkDetector
+            from .faces.landmarks import LandmarkDetector
 
             nets.landmarks = LandmarkDetector("dlib")
         except (FileNotFoundError, ImportError, OSError) as err:
@@ -315,7 +315,7 @@ class _Faces:
     def landmarks(self, path: Path, image: np.ndarray) -> np.ndarray | str:
         """[70, 2] points, or the reason there are none."""
         if path not in self.points:
-            from .landmarks import NoFaceError
+            from .faces.landmarks import NoFaceError
 
             try:
                 self.points[path] = self.nets.landmarks(image, name=str(path))
@@ -557,7 +557,7 @@ _NOTES = {
     "cross": (
         "ID = 1 - ArcFace (IR-SE50) cosine between source and output; ARD = mean absolute yaw/pitch/roll "
         "difference in degrees between driving frame and output (pose fitted to dlib's 68 landmarks, "
-        "reenactment.head_pose); AUH (landmark approximation) = fraction of 8 action units (AU1, AU2, AU4, AU12, "
+        "reenactment.faces.head_pose); AUH (landmark approximation) = fraction of 8 action units (AU1, AU2, AU4, AU12, "
         "AU15, AU25, AU26, AU45, from landmark geometry) whose presence differs; ID_dlib = Euclidean distance of "
         "dlib's 128-d face descriptors, source vs output."
     ),

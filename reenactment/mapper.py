@@ -23,7 +23,7 @@ from torch import nn
 
 from stylegan3.io import WeightsFileError, WeightsNotFoundError, atomic_write, read_json_config, read_safetensors
 
-from .landmark_image import default_dot_diameter, default_line_width
+from .faces.landmark_image import default_dot_diameter, default_line_width
 
 FORMAT = "landmark-reenact/mapper"
 FORMAT_VERSION = 1
@@ -132,7 +132,7 @@ class MappingNetwork(nn.Module):
 
 def landmark_settings(image_size: int, frame_size: int = 1024) -> dict:
     """How the network's input images are drawn: ``image_size`` px images of landmarks given in an aligned
-    ``frame_size`` px frame, with :func:`~reenactment.landmark_image.render_landmark_image`'s default strokes."""
+    ``frame_size`` px frame, with :func:`~reenactment.faces.landmark_image.render_landmark_image`'s default strokes."""
     return {
         "image_size": int(image_size),
         "frame_size": int(frame_size),

@@ -32,7 +32,7 @@ from torch.utils.data import Dataset, Subset
 
 from inversion.dataset import load_latents
 
-from .landmark_image import render_landmark_image
+from .faces.landmark_image import render_landmark_image
 from .prepare import read_manifest
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ batches of one shape, pairs aligned pixel to pixel (the same FFHQ-style crop). P
 - Networks, injected so that tests can pass stand-ins: ``lpips_distance`` (LPIPS AlexNet), ``identity_distance``
   (1 - ArcFace cosine), ``inception_features`` + ``frechet_distance`` (FID, pytorch-fid's Inception pool3).
 - Landmarks (dlib's 68 points, [68 or 70, 2] pixels): ``landmark_distance`` (LMD), ``rotation_distance``
-  (ARD, via ``reenactment.head_pose``), ``action_units`` / ``action_unit_hamming`` (AUH, a landmark-geometry
+  (ARD, via ``reenactment.faces.head_pose``), ``action_units`` / ``action_unit_hamming`` (AUH, a landmark-geometry
   approximation: no pretrained action-unit detector can be installed here), ``DlibFaceEmbedder`` (an offline
   identity metric from dlib's 128-d face descriptor).
 """
@@ -29,8 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .head_pose import estimate_pose
-from .landmarks import inter_ocular_distance
+from .faces.head_pose import estimate_pose
+from .faces.landmarks import inter_ocular_distance
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +276,7 @@ def landmark_distance(
 
 def rotation_distance(points_a: np.ndarray, points_b: np.ndarray) -> np.ndarray:
     """Absolute head-pose differences [|d yaw|, |d pitch|, |d roll|] in degrees between two [68 or 70, 2] landmark
-    sets (``reenactment.head_pose.estimate_pose`` on each); ARD is their mean over the angles and the pairs."""
+    sets (``reenactment.faces.head_pose.estimate_pose`` on each); ARD is their mean over the angles and the pairs."""
     return np.abs(estimate_pose(points_a).angles - estimate_pose(points_b).angles)
 
 
@@ -374,7 +374,7 @@ class DlibFaceEmbedder:
 
         from stylegan3 import WeightsNotFoundError
 
-        from .landmarks import face_recognition_models_dir
+        from .faces.landmarks import face_recognition_models_dir
 
         path = Path(model_path) if model_path is not None else face_recognition_models_dir() / DLIB_EMBEDDING_FILE
         if not path.is_file():

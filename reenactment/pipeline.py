@@ -29,11 +29,11 @@ from stylegan3.images import IMAGE_SUFFIXES, WRITE_SUFFIXES, read_image, write_i
 from stylegan3.io import atomic_write, cache_dir
 from stylegan3.sampling import synthesize, to_uint8
 
-from .align import Crop, crop_transform, face_crop, stabilize_crops, transform_points, warp_crop
-from .landmark_image import render_landmark_image, render_landmark_images
-from .landmarks import LandmarkDetector, NoFaceError, parse_face
-from .motion import check_motion_options, transfer_motion
-from .smoothing import smooth_landmarks
+from .faces.align import Crop, crop_transform, face_crop, stabilize_crops, transform_points, warp_crop
+from .faces.landmark_image import render_landmark_image, render_landmark_images
+from .faces.landmarks import LandmarkDetector, NoFaceError, parse_face
+from .faces.motion import check_motion_options, transfer_motion
+from .faces.smoothing import smooth_landmarks
 from .video import OUTPUT_SUFFIXES, VideoReader, VideoWriter
 
 
@@ -51,7 +51,7 @@ class SourceInversion:
 @dataclass
 class DrivingOptions:
     """How driving landmarks are tracked (the same smoothing and crop as ``prepare_dataset.py`` by default) and
-    how their motion is put on the source's face (``reenactment.motion``)."""
+    how their motion is put on the source's face (``reenactment.faces.motion``)."""
 
     smooth: bool = True  # smooth video landmark tracks over time (zero-phase One-Euro)
     smooth_min_cutoff: float = 4.0  # One-Euro minimum cut-off frequency, Hz
@@ -278,7 +278,7 @@ class Reenactor:
 
 
 def motion_target(source_points: np.ndarray, track: DrivingTrack, options: DrivingOptions, still: bool = False) -> dict:
-    """What the mapper is shown: the driving track's motion put on the source (``reenactment.motion``).
+    """What the mapper is shown: the driving track's motion put on the source (``reenactment.faces.motion``).
 
     ``still`` (one driving image): relative motion has no reference frame to measure motion from (the target
     would be the source), so the driving image's landmarks are used as they are (``motion=absolute``).
@@ -405,7 +405,7 @@ class PasteBack:
     def __init__(self, source: Source, size: int) -> None:
         if source.photo is None or source.transform is None:
             raise ValueError("paste-back needs the source photo and its alignment transform")
-        from .align import unalign_image
+        from .faces.align import unalign_image
 
         self._unalign = unalign_image
         h, w = source.photo.shape[:2]

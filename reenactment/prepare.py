@@ -31,9 +31,9 @@ import numpy as np
 from stylegan3.images import IMAGE_SUFFIXES, ImageReadError, read_image, write_image
 from stylegan3.io import atomic_write
 
-from .align import Crop, crop_transform, face_crop, stabilize_crops, transform_points, warp_crop
-from .landmarks import LandmarkDetector, NoFaceError, inter_ocular_distance
-from .smoothing import smooth_landmarks
+from .faces.align import Crop, crop_transform, face_crop, stabilize_crops, transform_points, warp_crop
+from .faces.landmarks import LandmarkDetector, NoFaceError, inter_ocular_distance
+from .faces.smoothing import smooth_landmarks
 from .video import VIDEO_SUFFIXES, VideoReader, VideoReadError
 
 # Where the identity of a file comes from: a preset name or a regular expression with a group named "identity",

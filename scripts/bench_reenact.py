@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from reenactment.landmarks import LandmarkDetector  # noqa: E402
+from reenactment.faces.landmarks import LandmarkDetector  # noqa: E402
 from reenactment.mapper import MappingNetwork  # noqa: E402
 from reenactment.pipeline import DrivingOptions, Reenactor, Source, reenact, track_driving  # noqa: E402
 from reenactment.video import VideoReader, VideoWriter  # noqa: E402

@@ -1,10 +1,10 @@
-"""Re-derive ``reenactment.head_pose.FACE_MODEL_68``, the 3D mean face the head-pose metric (ARD) fits.
+"""Re-derive ``reenactment.faces.head_pose.FACE_MODEL_68``, the 3D mean face the head-pose metric (ARD) fits.
 
 Example: ``python scripts/fit_face_model_3d.py ../shared/samples/images/london_*_neutral.jpg``
 
 For each frontal photo: dlib's 68 points give x, y (the layout the metric detects), MediaPipe's face mesh
 (``mediapipe==0.10.21``, the vertices of ``MEDIAPIPE_TO_IBUG``) gives each point's depth z in the same pixel units.
-``reenactment.head_pose.fit_face_model`` averages them (Procrustes, symmetric, pitch levelled). Prints the table
+``reenactment.faces.head_pose.fit_face_model`` averages them (Procrustes, symmetric, pitch levelled). Prints the table
 as Python.
 """
 
@@ -18,8 +18,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reenactment.head_pose import fit_face_model  # noqa: E402
-from reenactment.landmarks import MEDIAPIPE_TO_IBUG, LandmarkDetector  # noqa: E402
+from reenactment.faces.head_pose import fit_face_model  # noqa: E402
+from reenactment.faces.landmarks import MEDIAPIPE_TO_IBUG, LandmarkDetector  # noqa: E402
 from stylegan3.images import read_image  # noqa: E402
 
 

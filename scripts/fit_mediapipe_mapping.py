@@ -1,4 +1,4 @@
-"""Re-derive ``reenactment.landmarks.MEDIAPIPE_TO_IBUG``: which face-mesh vertices best match dlib's 68 points.
+"""Re-derive ``reenactment.faces.landmarks.MEDIAPIPE_TO_IBUG``: which face-mesh vertices best match dlib's 68 points.
 
 Example: ``python scripts/fit_mediapipe_mapping.py --fit ../shared/samples/images --check ../shared/samples/videos``
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reenactment.landmarks import LandmarkDetector, inter_ocular_distance
+from reenactment.faces.landmarks import LandmarkDetector, inter_ocular_distance
 from reenactment.video import VIDEO_SUFFIXES, VideoReader
 from stylegan3.images import IMAGE_SUFFIXES, read_image
 

@@ -27,7 +27,7 @@ import stylegan3  # noqa: E402
 from inversion.inverter import InverterOptions, invert  # noqa: E402
 from inversion.losses import LossWeights, build_inversion_loss  # noqa: E402
 from inversion.targets import to_tensor  # noqa: E402
-from reenactment.align import load_target  # noqa: E402
+from reenactment.faces.align import load_target  # noqa: E402
 from stylegan3 import WeightsFileError, WeightsNotFoundError  # noqa: E402
 from stylegan3.config import exit_with_error, parse_cli, save_config  # noqa: E402
 from stylegan3.images import write_image  # noqa: E402

@@ -12,7 +12,7 @@ given W+ instead. Driving frames without a face reuse the last good landmarks (c
 
 The mapper is shown the driving face's motion put on the source's landmarks (``motion=relative``, from the
 ``reference`` frame, scaled to the source; ``pose``, ``motion_scale``, ``regions``), or the driving landmarks
-themselves (``motion=absolute``, the thesis's setting); see ``reenactment/motion.py``.
+themselves (``motion=absolute``, the thesis's setting); see ``reenactment/faces/motion.py``.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from tqdm import tqdm  # noqa: E402
 import stylegan3  # noqa: E402
 from inversion.inverter import InverterOptions  # noqa: E402
 from inversion.losses import LossWeights  # noqa: E402
-from reenactment.landmarks import LandmarkDetector, NoFaceError  # noqa: E402
+from reenactment.faces.landmarks import LandmarkDetector, NoFaceError  # noqa: E402
+from reenactment.faces.motion import check_motion_options  # noqa: E402
 from reenactment.mapper import load_mapper  # noqa: E402
-from reenactment.motion import check_motion_options  # noqa: E402
 from reenactment.pipeline import (  # noqa: E402
     DrivingOptions,
     Reenactor,

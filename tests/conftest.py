@@ -37,7 +37,7 @@ LONDON = sorted(p.name for p in (SAMPLES / "images").glob("london_*.jpg"))
 
 @cache
 def detector(backend: str):
-    from reenactment.landmarks import LandmarkDetector
+    from reenactment.faces.landmarks import LandmarkDetector
 
     return LandmarkDetector(backend)
 

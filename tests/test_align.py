@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import LONDON, SAMPLES, detector, grid_frames, grid_track
 
-from reenactment.align import (
+from reenactment.faces.align import (
     Crop,
     align_face,
     crop_transform,
@@ -17,7 +17,7 @@ from reenactment.align import (
     unalign_image,
     warp_crop,
 )
-from reenactment.landmarks import eye_centres, inter_ocular_distance
+from reenactment.faces.landmarks import eye_centres, inter_ocular_distance
 from stylegan3.images import read_image
 
 

@@ -180,7 +180,7 @@ def _crop_coords(points: np.ndarray) -> np.ndarray:
 
 
 def test_crop_frames_eyes_and_mouth_of_aligned_face():
-    from reenactment.align import align_face, transform_points
+    from reenactment.faces.align import align_face, transform_points
     from stylegan3.images import read_image
 
     image = read_image(SAMPLES / "images" / "london_003_neutral.jpg")

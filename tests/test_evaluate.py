@@ -13,7 +13,7 @@ from conftest import SAMPLES, detector
 
 from reenactment import evaluation as E
 from reenactment import metrics as M
-from reenactment.align import align_face
+from reenactment.faces.align import align_face
 from scripts.evaluate import main
 from stylegan3.images import read_image, write_image
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reenactment.landmark_image import FACE_PAIRS, render_landmark_image, render_landmark_images
+from reenactment.faces.landmark_image import FACE_PAIRS, render_landmark_image, render_landmark_images
 
 # Written from METHOD.md section 3, independently of the module's constants.
 EXPECTED_OPEN = [(0, 16), (17, 21), (22, 26), (27, 30), (31, 35)]  # inclusive ranges

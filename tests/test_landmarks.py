@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import GRID_CLIPS, LONDON, SAMPLES, detector, grid_track
 
-from reenactment.landmarks import (
+from reenactment.faces.landmarks import (
     MEDIAPIPE_TO_IBUG,
     LandmarkDetector,
     MultipleFacesError,

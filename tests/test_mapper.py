@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from reenactment.landmark_image import render_landmark_image
+from reenactment.faces.landmark_image import render_landmark_image
 from reenactment.mapper import (
     CONFIG_FILE,
     WEIGHTS_FILE,

@@ -9,8 +9,8 @@ import pytest
 from conftest import GRID_CLIPS, SAMPLES, detector
 from scipy.spatial import procrustes
 
-from reenactment.align import crop_transform, face_crop, transform_points
-from reenactment.motion import LIPS, STABLE, expression_distance, reference_frame, transfer_motion
+from reenactment.faces.align import crop_transform, face_crop, transform_points
+from reenactment.faces.motion import LIPS, STABLE, expression_distance, reference_frame, transfer_motion
 from reenactment.pipeline import DrivingOptions, track_driving
 from reenactment.prepare import mouth_openness
 

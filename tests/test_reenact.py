@@ -100,7 +100,7 @@ def test_single_driving_image_and_clear_errors(tmp_path, mapper_dir):
 def test_reenactor_feeds_the_mapper_what_it_was_trained_on(mapper_dir):
     from conftest import detector, grid_track, load_fixture
 
-    from reenactment.landmark_image import render_landmark_images
+    from reenactment.faces.landmark_image import render_landmark_images
     from reenactment.mapper import load_mapper
     from reenactment.pipeline import DrivingOptions, Reenactor, Source, track_driving
 
@@ -159,8 +159,8 @@ def short_clip(path: Path, frames: int = 20) -> Path:
 def test_save_track_and_landmark_panel(tmp_path, mapper_dir):
     from conftest import detector
 
-    from reenactment.align import crop_transform, face_crop, transform_points
-    from reenactment.landmark_image import render_landmark_image
+    from reenactment.faces.align import crop_transform, face_crop, transform_points
+    from reenactment.faces.landmark_image import render_landmark_image
 
     clip = short_clip(tmp_path / "short.mp4")
     out, track = tmp_path / "out.mp4", tmp_path / "track.npz"

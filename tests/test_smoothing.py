@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reenactment.landmarks import inter_ocular_distance
-from reenactment.smoothing import OneEuroFilter, brief_closures, jitter, lag_frames, smooth_landmarks
+from reenactment.faces.landmarks import inter_ocular_distance
+from reenactment.faces.smoothing import OneEuroFilter, brief_closures, jitter, lag_frames, smooth_landmarks
 
 FPS = 25.0
 
@@ -197,7 +197,7 @@ def test_grid_clips_keep_lip_closures(backend, capsys) -> None:
     distances) at the raw track's brief closures; jitter: ``jitter`` of the stable points, and of the lips."""
     from conftest import GRID_CLIPS, grid_track
 
-    from reenactment.motion import LIPS, STABLE
+    from reenactment.faces.motion import LIPS, STABLE
     from reenactment.pipeline import DrivingOptions
     from reenactment.prepare import PrepareOptions, mouth_openness
 
