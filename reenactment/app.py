@@ -36,8 +36,8 @@ from stylegan3.sampling import synthesize, to_uint8
 
 from .faces.landmarks import LandmarkDetector, NoFaceError
 from .faces.motion import check_motion_options
+from .media.video import VIDEO_SUFFIXES, VideoReadError, probe_video
 from .pipeline import DrivingOptions
-from .video import VIDEO_SUFFIXES, VideoReadError, probe_video
 
 log = logging.getLogger("reenactment.app")
 

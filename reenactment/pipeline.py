@@ -34,7 +34,7 @@ from .faces.landmark_image import render_landmark_image, render_landmark_images
 from .faces.landmarks import LandmarkDetector, NoFaceError, parse_face
 from .faces.motion import check_motion_options, transfer_motion
 from .faces.smoothing import smooth_landmarks
-from .video import OUTPUT_SUFFIXES, VideoReader, VideoWriter
+from .media.video import OUTPUT_SUFFIXES, VideoReader, VideoWriter
 
 
 @dataclass

@@ -34,7 +34,7 @@ from stylegan3.io import atomic_write
 from .faces.align import Crop, crop_transform, face_crop, stabilize_crops, transform_points, warp_crop
 from .faces.landmarks import LandmarkDetector, NoFaceError, inter_ocular_distance
 from .faces.smoothing import smooth_landmarks
-from .video import VIDEO_SUFFIXES, VideoReader, VideoReadError
+from .media.video import VIDEO_SUFFIXES, VideoReader, VideoReadError
 
 # Where the identity of a file comes from: a preset name or a regular expression with a group named "identity",
 # matched against the path relative to the input folder (with "/" separators).

@@ -23,8 +23,8 @@ import torch  # noqa: E402
 
 from reenactment.faces.landmarks import LandmarkDetector  # noqa: E402
 from reenactment.mapper import MappingNetwork  # noqa: E402
+from reenactment.media.video import VideoReader, VideoWriter  # noqa: E402
 from reenactment.pipeline import DrivingOptions, Reenactor, Source, reenact, track_driving  # noqa: E402
-from reenactment.video import VideoReader, VideoWriter  # noqa: E402
 from stylegan3.bench import PLANS, build_plan  # noqa: E402
 from stylegan3.sampling import (
     synthesize,  # noqa: E402

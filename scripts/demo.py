@@ -29,7 +29,7 @@ from scipy.ndimage import map_coordinates  # noqa: E402
 import stylegan3  # noqa: E402
 from reenactment.app import mark_untrained  # noqa: E402
 from reenactment.faces.landmarks import LandmarkDetector  # noqa: E402
-from reenactment.video import VideoWriter  # noqa: E402
+from reenactment.media.video import VideoWriter  # noqa: E402
 from stylegan3.config import parse_cli  # noqa: E402
 from stylegan3.images import read_image, write_image  # noqa: E402
 

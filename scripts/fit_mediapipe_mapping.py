@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from reenactment.faces.landmarks import LandmarkDetector, inter_ocular_distance
-from reenactment.video import VIDEO_SUFFIXES, VideoReader
+from reenactment.media.video import VIDEO_SUFFIXES, VideoReader
 from stylegan3.images import IMAGE_SUFFIXES, read_image
 
 

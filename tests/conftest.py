@@ -45,7 +45,7 @@ def detector(backend: str):
 @cache
 def grid_frames(clip: str) -> tuple[np.ndarray, ...]:
     """All 75 frames of a GRID clip (360x288 RGB), decoded once per test session."""
-    from reenactment.video import VideoReader
+    from reenactment.media.video import VideoReader
 
     with VideoReader(SAMPLES / "videos" / f"{clip}.mpg") as reader:
         return tuple(reader)

@@ -36,7 +36,7 @@ from reenactment.app import (
     take_upload,
 )
 from reenactment.mapper import MappingNetwork, save_mapper
-from reenactment.video import probe_video
+from reenactment.media.video import probe_video
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 SOURCE = SAMPLES / "images" / "london_003_neutral.jpg"

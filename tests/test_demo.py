@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from reenactment.video import probe_video
+from reenactment.media.video import probe_video
 
 REPO = Path(__file__).resolve().parents[1]
 

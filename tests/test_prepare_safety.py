@@ -89,7 +89,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads the process table from /proc")
 def test_killed_run_takes_its_workers_along_and_a_live_run_keeps_others_out(tmp_path):
-    from reenactment.video import VideoWriter
+    from reenactment.media.video import VideoWriter
 
     inp = tmp_path / "in"
     inp.mkdir()

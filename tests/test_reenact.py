@@ -12,7 +12,7 @@ import torch
 from conftest import FIXTURES, SAMPLES, grid_frames
 
 from reenactment.mapper import MappingNetwork, save_mapper
-from reenactment.video import VideoReader, VideoWriter, probe_video
+from reenactment.media.video import VideoReader, VideoWriter, probe_video
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = SAMPLES / "images" / "london_003_neutral.jpg"

@@ -11,7 +11,7 @@ import av
 import numpy as np
 import pytest
 
-from reenactment.video import VideoReader, VideoReadError, VideoWriter, probe_video
+from reenactment.media.video import VideoReader, VideoReadError, VideoWriter, probe_video
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples"
 GRID_MPG = SAMPLES / "videos" / "grid_lbax4n.mpg"  # MPEG-1 + MP2, 360x288, 25 fps, 75 frames, index-less
