@@ -63,8 +63,8 @@ from stylegan3.io import atomic_write
 from stylegan3.runtime import DistEnv, resolve_device
 from stylegan3.sampling import synthesize
 
+from .data.mapper_data import LandmarkPairs
 from .mapper import THESIS_CHANNELS, WEIGHTS_FILE, MappingNetwork, landmark_delta, save_mapper
-from .mapper_data import LandmarkPairs
 
 log = logging.getLogger(__name__)
 

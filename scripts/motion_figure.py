@@ -19,12 +19,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from reenactment.data.prepare import mouth_openness  # noqa: E402
 from reenactment.faces.align import Crop, face_crop, transform_points, warp_crop  # noqa: E402
 from reenactment.faces.landmark_image import render_landmark_image  # noqa: E402
 from reenactment.faces.landmarks import LandmarkDetector  # noqa: E402
 from reenactment.faces.motion import transfer_motion  # noqa: E402
 from reenactment.pipeline import DrivingOptions, _driving_frames, track_driving  # noqa: E402
-from reenactment.prepare import mouth_openness  # noqa: E402
 from stylegan3.images import write_image  # noqa: E402
 
 GREEN, RED, YELLOW = (60, 220, 60), (235, 50, 50), (250, 220, 40)

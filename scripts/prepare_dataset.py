@@ -4,7 +4,7 @@ python scripts/prepare_dataset.py --input data/MEAD --output data/mead_aligned -
 python scripts/prepare_dataset.py --input ../shared/samples/videos --output out/grid size=256 image_format=jpg
 
 Writes OUT/frames/<identity>/<video>/<frame>.png, OUT/manifest.jsonl (one record per frame, or per skipped
-frame/file, see reenactment/prepare.py) and OUT/config.yaml. Rerun the same command after a crash or a kill:
+frame/file, see reenactment/data/prepare.py) and OUT/config.yaml. Rerun the same command after a crash or a kill:
 finished files are kept and only the rest is processed.
 """
 
@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tqdm import tqdm  # noqa: E402
 
-from reenactment.prepare import (  # noqa: E402
+from reenactment.data.prepare import (  # noqa: E402
     OutputInUseError,
     PrepareOptions,
     find_jobs,

@@ -12,8 +12,8 @@ from conftest import SAMPLES, detector, grid_frames
 from PIL import Image
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
-from reenactment.faces import head_pose
 from reenactment import metrics as M
+from reenactment.faces import head_pose
 from reenactment.faces.align import align_face
 from stylegan3.images import read_image
 

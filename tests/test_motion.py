@@ -9,10 +9,10 @@ import pytest
 from conftest import GRID_CLIPS, SAMPLES, detector
 from scipy.spatial import procrustes
 
+from reenactment.data.prepare import mouth_openness
 from reenactment.faces.align import crop_transform, face_crop, transform_points
 from reenactment.faces.motion import LIPS, STABLE, expression_distance, reference_frame, transfer_motion
 from reenactment.pipeline import DrivingOptions, track_driving
-from reenactment.prepare import mouth_openness
 
 SIZE = 1024  # the generator's aligned frame
 SHAPE = (*range(17), *range(36, 48))  # jaw and eye contours: the face's shape, mouth excluded

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import GRID_CLIPS, SAMPLES
 
-from reenactment.prepare import find_jobs, identity_regex, mouth_openness, read_manifest, yaw_asymmetry
+from reenactment.data.prepare import find_jobs, identity_regex, mouth_openness, read_manifest, yaw_asymmetry
 from stylegan3.config import parse_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -166,7 +166,7 @@ def test_resume_with_another_identity_pattern_is_refused(grid_input, full_run):
 def test_only_input_problems_become_skipped(grid_input, tmp_path, monkeypatch):
     # A bug (here a TypeError in one job) stops the run with its traceback and records nothing for that file,
     # so the next run does it again; unreadable files and faceless photos still become "skipped" records.
-    import reenactment.prepare as prepare
+    import reenactment.data.prepare as prepare
 
     jobs = [j for j in find_jobs(grid_input)[0] if j.rel in ("broken.mp4", "noface.png")]
     real = prepare.process_job

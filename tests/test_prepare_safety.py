@@ -16,7 +16,7 @@ import pytest
 from conftest import SAMPLES, grid_frames
 from PIL import Image
 
-from reenactment.prepare import LOCK_FILE, find_jobs, read_manifest
+from reenactment.data.prepare import LOCK_FILE, find_jobs, read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "prepare_dataset.py"

@@ -16,7 +16,7 @@ from conftest import FIXTURES, LONDON, SAMPLES
 from PIL import Image
 
 from inversion.dataset import frames_from_input
-from reenactment.prepare import find_jobs
+from reenactment.data.prepare import find_jobs
 from stylegan3.images import IMAGE_SUFFIXES, write_image
 from stylegan3.io import atomic_write
 from stylegan3.runtime import DistEnv, resolve_device

@@ -197,9 +197,9 @@ def test_grid_clips_keep_lip_closures(backend, capsys) -> None:
     distances) at the raw track's brief closures; jitter: ``jitter`` of the stable points, and of the lips."""
     from conftest import GRID_CLIPS, grid_track
 
+    from reenactment.data.prepare import PrepareOptions, mouth_openness
     from reenactment.faces.motion import LIPS, STABLE
     from reenactment.pipeline import DrivingOptions
-    from reenactment.prepare import PrepareOptions, mouth_openness
 
     opts = DrivingOptions()
     prep = PrepareOptions()

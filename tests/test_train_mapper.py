@@ -20,8 +20,8 @@ import torch
 from conftest import load_fixture
 
 from inversion.dataset import read_shard, write_shard
+from reenactment.data.mapper_data import LandmarkPairs
 from reenactment.mapper import MappingNetwork, load_mapper
-from reenactment.mapper_data import LandmarkPairs
 from reenactment.training import (
     LOG_FILE,
     MapperTrainer,

@@ -266,7 +266,7 @@ def lag_frames(raw: np.ndarray, smoothed: np.ndarray, max_lag: int = 5) -> float
 
 def brief_closures(openness: np.ndarray, depth: float = 0.04, window: int = 4) -> np.ndarray:
     """Frames where a mouth closes briefly (p, b, m): the indices t of an openness series [T] (e.g.
-    ``reenactment.prepare.mouth_openness``, inter-ocular distances) that are the minimum of [t - window,
+    ``reenactment.data.prepare.mouth_openness``, inter-ocular distances) that are the minimum of [t - window,
     t + window] (the first frame of a flat minimum) and lie at least ``depth`` below the maximum on each side
     within the window."""
     openness = np.asarray(openness, dtype=np.float64)

@@ -28,13 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
+from reenactment.faces.align import Crop, crop_transform, face_crop, stabilize_crops, transform_points, warp_crop
+from reenactment.faces.landmarks import LandmarkDetector, NoFaceError, inter_ocular_distance
+from reenactment.faces.smoothing import smooth_landmarks
+from reenactment.media.video import VIDEO_SUFFIXES, VideoReader, VideoReadError
 from stylegan3.images import IMAGE_SUFFIXES, ImageReadError, read_image, write_image
 from stylegan3.io import atomic_write
-
-from .faces.align import Crop, crop_transform, face_crop, stabilize_crops, transform_points, warp_crop
-from .faces.landmarks import LandmarkDetector, NoFaceError, inter_ocular_distance
-from .faces.smoothing import smooth_landmarks
-from .media.video import VIDEO_SUFFIXES, VideoReader, VideoReadError
 
 # Where the identity of a file comes from: a preset name or a regular expression with a group named "identity",
 # matched against the path relative to the input folder (with "/" separators).

@@ -31,8 +31,8 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from inversion.dataset import load_latents
+from reenactment.faces.landmark_image import render_landmark_image
 
-from .faces.landmark_image import render_landmark_image
 from .prepare import read_manifest
 
 log = logging.getLogger(__name__)
