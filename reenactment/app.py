@@ -225,7 +225,7 @@ class Reenactment:
     def _load(self, kind: str, name: str) -> nn.Module:
         import stylegan3
 
-        from .mapper import load_mapper
+        from .model.mapper import load_mapper
 
         key = (kind, name)
         if key not in self._networks:

@@ -22,8 +22,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from reenactment.faces.landmarks import LandmarkDetector  # noqa: E402
-from reenactment.mapper import MappingNetwork  # noqa: E402
 from reenactment.media.video import VideoReader, VideoWriter  # noqa: E402
+from reenactment.model.mapper import MappingNetwork  # noqa: E402
 from reenactment.pipeline import DrivingOptions, Reenactor, Source, reenact, track_driving  # noqa: E402
 from stylegan3.bench import PLANS, build_plan  # noqa: E402
 from stylegan3.sampling import (

@@ -33,7 +33,7 @@ from inversion.inverter import InverterOptions  # noqa: E402
 from inversion.losses import LossWeights  # noqa: E402
 from reenactment.faces.landmarks import LandmarkDetector, NoFaceError  # noqa: E402
 from reenactment.faces.motion import check_motion_options  # noqa: E402
-from reenactment.mapper import load_mapper  # noqa: E402
+from reenactment.model.mapper import load_mapper  # noqa: E402
 from reenactment.pipeline import (  # noqa: E402
     DrivingOptions,
     Reenactor,

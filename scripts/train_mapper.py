@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reenactment.training import TrainMapperConfig, train_mapper  # noqa: E402
+from reenactment.model.training import TrainMapperConfig, train_mapper  # noqa: E402
 from stylegan3.config import parse_cli  # noqa: E402
 
 

@@ -35,8 +35,8 @@ from reenactment.app import (
     serve,
     take_upload,
 )
-from reenactment.mapper import MappingNetwork, save_mapper
 from reenactment.media.video import probe_video
+from reenactment.model.mapper import MappingNetwork, save_mapper
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 SOURCE = SAMPLES / "images" / "london_003_neutral.jpg"

@@ -16,7 +16,7 @@ from conftest import FIXTURES, SAMPLES
 from PIL import Image
 
 import stylegan3
-from reenactment.mapper import WEIGHTS_FILE, MappingNetwork, save_mapper
+from reenactment.model.mapper import WEIGHTS_FILE, MappingNetwork, save_mapper
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTO = SAMPLES / "images" / "london_003_neutral.jpg"

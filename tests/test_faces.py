@@ -18,7 +18,7 @@ from test_arcface import fake_state
 
 from inversion.arcface import ARCFACE_FILE
 from inversion.perceptual import ALEXNET_FILE
-from reenactment.mapper import MappingNetwork, save_mapper
+from reenactment.model.mapper import MappingNetwork, save_mapper
 
 REPO = Path(__file__).resolve().parents[1]
 DRIVING = SAMPLES / "images" / "grid_lrwp9a_frame010_openmouth.png"

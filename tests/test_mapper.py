@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from reenactment.faces.landmark_image import render_landmark_image
-from reenactment.mapper import (
+from reenactment.model.mapper import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     MappingNetwork,

@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import FIXTURES, SAMPLES, grid_frames
 
-from reenactment.mapper import MappingNetwork, save_mapper
 from reenactment.media.video import VideoReader, VideoWriter, probe_video
+from reenactment.model.mapper import MappingNetwork, save_mapper
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = SAMPLES / "images" / "london_003_neutral.jpg"
@@ -101,7 +101,7 @@ def test_reenactor_feeds_the_mapper_what_it_was_trained_on(mapper_dir):
     from conftest import detector, grid_track, load_fixture
 
     from reenactment.faces.landmark_image import render_landmark_images
-    from reenactment.mapper import load_mapper
+    from reenactment.model.mapper import load_mapper
     from reenactment.pipeline import DrivingOptions, Reenactor, Source, track_driving
 
     G = load_fixture("sg2_64").eval()
@@ -195,7 +195,7 @@ def test_python_api_motion_options(tmp_path, mapper_dir):
     untrained mapper barely changes the face, so what it is shown is recorded instead)."""
     from conftest import detector, load_fixture
 
-    from reenactment.mapper import load_mapper
+    from reenactment.model.mapper import load_mapper
     from reenactment.pipeline import DrivingOptions, Reenactor, SourceInversion, prepare_source
     from reenactment.pipeline import reenact as reenact_api
 

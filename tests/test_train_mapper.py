@@ -21,8 +21,8 @@ from conftest import load_fixture
 
 from inversion.dataset import read_shard, write_shard
 from reenactment.data.mapper_data import LandmarkPairs
-from reenactment.mapper import MappingNetwork, load_mapper
-from reenactment.training import (
+from reenactment.model.mapper import MappingNetwork, load_mapper
+from reenactment.model.training import (
     LOG_FILE,
     MapperTrainer,
     TrainMapperConfig,

@@ -6,8 +6,9 @@ identity marked ``is_source``. Latents come from an ``invert_dataset.py`` output
 Landmark images are drawn on the fly from the stored coordinates, so only coordinates and latents are in memory:
 both are held as single contiguous arrays, which DataLoader worker processes share without copying.
 
-Items hold the two landmark images as uint8 (cheap to make and to move); :func:`~reenactment.mapper.landmark_delta`
-turns a batch into the network's [-1, 1] input on the training device.
+Items hold the two landmark images as uint8 (cheap to make and to move);
+:func:`~reenactment.model.mapper.landmark_delta` turns a batch into the network's [-1, 1] input on the training
+device.
 
 Splits (:meth:`LandmarkPairs.split`):
 - ``identity`` (default): identities are shuffled with the seed and about ``val_fraction`` of them go wholly to

@@ -58,12 +58,12 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 import stylegan3
+from reenactment.data.mapper_data import LandmarkPairs
 from stylegan3.config import save_config
 from stylegan3.io import atomic_write
 from stylegan3.runtime import DistEnv, resolve_device
 from stylegan3.sampling import synthesize
 
-from .data.mapper_data import LandmarkPairs
 from .mapper import THESIS_CHANNELS, WEIGHTS_FILE, MappingNetwork, landmark_delta, save_mapper
 
 log = logging.getLogger(__name__)

@@ -21,9 +21,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from reenactment.faces.landmark_image import default_dot_diameter, default_line_width
 from stylegan3.io import WeightsFileError, WeightsNotFoundError, atomic_write, read_json_config, read_safetensors
-
-from .faces.landmark_image import default_dot_diameter, default_line_width
 
 FORMAT = "landmark-reenact/mapper"
 FORMAT_VERSION = 1
