@@ -31,12 +31,12 @@ test: setup browser
 	$(PY) -m pytest -q
 
 demo: setup
-	$(PY) scripts/demo.py out=$(OUT) $(if $(G),network=$(G)) $(if $(MAPPER),mapper=$(MAPPER)) \
+	$(PY) -m scripts.demo out=$(OUT) $(if $(G),network=$(G)) $(if $(MAPPER),mapper=$(MAPPER)) \
 		$(if $(SOURCE),source=$(SOURCE)) $(if $(DRIVING),driving=$(DRIVING))
 
 # The demo networks are small and untrained: the page inverts with MSE + delta-reg only (no LPIPS/ArcFace files).
 app: setup $(if $(G),,$(OUT)/mapper/UNTRAINED)
-	$(PY) scripts/app.py $(if $(G),network=$(G) mapper=$(MAPPER),network=$(OUT)/generator mapper=$(OUT)/mapper \
+	$(PY) -m scripts.app $(if $(G),network=$(G) mapper=$(MAPPER),network=$(OUT)/generator mapper=$(OUT)/mapper \
 		steps=30 loss.lpips=0 loss.id=0)
 
 $(OUT)/mapper/UNTRAINED: | setup
@@ -49,7 +49,7 @@ $(CHROMIUM):
 	$(SUDO) apt-get install -y --no-install-recommends chromium
 
 generate: setup
-	$(PY) scripts/generate.py $(if $(G),network=$(G),network=random) seeds=$(SEEDS) out=out/generate
+	$(PY) -m scripts.generate $(if $(G),network=$(G),network=random) seeds=$(SEEDS) out=out/generate
 
 clean:
 	rm -rf $(VENV) out

@@ -9,13 +9,8 @@ Serves on http://127.0.0.1:7860 (host=0.0.0.0 to let other machines in); no shar
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from reenactment.app import AppConfig, serve  # noqa: E402
-from stylegan3.config import parse_cli  # noqa: E402
+from reenactment.app import AppConfig, serve
+from stylegan3.config import parse_cli
 
 
 def main(argv: list[str] | None = None) -> None:

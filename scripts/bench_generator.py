@@ -16,11 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from stylegan3.bench import PLANS, build_plan, time_and_peak  # noqa: E402
+from stylegan3.bench import PLANS, build_plan, time_and_peak
 
 
 def run_one(args: argparse.Namespace) -> dict:

@@ -18,15 +18,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from inversion.arcface import IRSE50, IdentityEncoder  # noqa: E402
-from inversion.inverter import InverterOptions, invert  # noqa: E402
-from inversion.losses import IdentityLoss, InversionLoss, LossWeights  # noqa: E402
-from inversion.perceptual import LPIPS  # noqa: E402
-from stylegan3.bench import PLANS, build_plan, time_and_peak  # noqa: E402
+from inversion.arcface import IRSE50, IdentityEncoder
+from inversion.inverter import InverterOptions, invert
+from inversion.losses import IdentityLoss, InversionLoss, LossWeights
+from inversion.perceptual import LPIPS
+from stylegan3.bench import PLANS, build_plan, time_and_peak
 
 THESIS_IMAGES_PER_HOUR = 4.0  # 15 minutes per image, GTX 1080 Ti
 

@@ -11,24 +11,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from reenactment.faces.landmarks import LandmarkDetector  # noqa: E402
-from reenactment.media.video import VideoReader, VideoWriter  # noqa: E402
-from reenactment.model.mapper import MappingNetwork  # noqa: E402
-from reenactment.pipeline import DrivingOptions, Reenactor, Source, reenact, track_driving  # noqa: E402
-from stylegan3.bench import PLANS, build_plan  # noqa: E402
+from reenactment.faces.landmarks import LandmarkDetector
+from reenactment.media.video import VideoReader, VideoWriter
+from reenactment.model.mapper import MappingNetwork
+from reenactment.pipeline import DrivingOptions, Reenactor, Source, reenact, track_driving
+from stylegan3.bench import PLANS, build_plan
 from stylegan3.sampling import (
-    synthesize,  # noqa: E402
-    to_uint8,  # noqa: E402
+    synthesize,
+    to_uint8,
 )
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "samples" / "videos" / "grid_lbax4n.mpg"

@@ -9,13 +9,10 @@ reads the result back.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import stylegan3  # noqa: E402
-from stylegan3.config import exit_with_error  # noqa: E402
+import stylegan3
+from stylegan3.config import exit_with_error
 
 
 def main(argv: list[str] | None = None) -> Path:

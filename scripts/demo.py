@@ -14,24 +14,21 @@ so the output is not a face: the demo shows that every stage runs and what each 
 from __future__ import annotations
 
 import math
-import sys
 import wave
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
+from PIL import Image
+from scipy.ndimage import map_coordinates
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from scipy.ndimage import map_coordinates  # noqa: E402
-
-import stylegan3  # noqa: E402
-from reenactment.app import mark_untrained  # noqa: E402
-from reenactment.faces.landmarks import LandmarkDetector  # noqa: E402
-from reenactment.media.video import VideoWriter  # noqa: E402
-from stylegan3.config import parse_cli  # noqa: E402
-from stylegan3.images import read_image, write_image  # noqa: E402
+import stylegan3
+from reenactment.app import mark_untrained
+from reenactment.faces.landmarks import LandmarkDetector
+from reenactment.media.video import VideoWriter
+from stylegan3.config import parse_cli
+from stylegan3.images import read_image, write_image
 
 
 @dataclass

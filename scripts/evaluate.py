@@ -15,16 +15,12 @@ A metric whose weights file is missing is reported missing with the reason; the 
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
-
-from reenactment.evaluation import (  # noqa: E402
+from reenactment.evaluation import (
     MODES,
     EvaluationOptions,
     PairingError,
@@ -34,8 +30,8 @@ from reenactment.evaluation import (  # noqa: E402
     read_manifest,
     write_results,
 )
-from stylegan3.config import config_yaml, exit_with_error, parse_cli  # noqa: E402
-from stylegan3.images import ImageReadError  # noqa: E402
+from stylegan3.config import config_yaml, exit_with_error, parse_cli
+from stylegan3.images import ImageReadError
 
 
 @dataclass

@@ -11,16 +11,13 @@ as Python.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from reenactment.faces.head_pose import fit_face_model  # noqa: E402
-from reenactment.faces.landmarks import MEDIAPIPE_TO_IBUG, LandmarkDetector  # noqa: E402
-from stylegan3.images import read_image  # noqa: E402
+from reenactment.faces.head_pose import fit_face_model
+from reenactment.faces.landmarks import MEDIAPIPE_TO_IBUG, LandmarkDetector
+from stylegan3.images import read_image
 
 
 def faces_3d(paths: list[Path]) -> np.ndarray:

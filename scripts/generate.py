@@ -6,20 +6,17 @@ python scripts/generate.py network=random seeds=0-3 grid=false out=out/faces
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from PIL import Image
 
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-import stylegan3  # noqa: E402
-from stylegan3 import WeightsFileError, WeightsNotFoundError  # noqa: E402
-from stylegan3.bench import build_plan  # noqa: E402
-from stylegan3.config import exit_with_error, parse_cli, save_config  # noqa: E402
-from stylegan3.sampling import generate, make_grid, parse_seeds  # noqa: E402
+import stylegan3
+from stylegan3 import WeightsFileError, WeightsNotFoundError
+from stylegan3.bench import build_plan
+from stylegan3.config import exit_with_error, parse_cli, save_config
+from stylegan3.sampling import generate, make_grid, parse_seeds
 
 
 @dataclass

@@ -11,31 +11,28 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-import stylegan3  # noqa: E402
-from inversion.inverter import InverterOptions, invert  # noqa: E402
-from inversion.losses import LossWeights, build_inversion_loss  # noqa: E402
-from inversion.targets import to_tensor  # noqa: E402
-from reenactment.faces.align import load_target  # noqa: E402
-from stylegan3 import WeightsFileError, WeightsNotFoundError  # noqa: E402
-from stylegan3.config import exit_with_error, parse_cli, save_config  # noqa: E402
-from stylegan3.images import write_image  # noqa: E402
-from stylegan3.io import atomic_write  # noqa: E402
-from stylegan3.runtime import resolve_device  # noqa: E402
+import stylegan3
+from inversion.inverter import InverterOptions, invert
+from inversion.losses import LossWeights, build_inversion_loss
+from inversion.targets import to_tensor
+from reenactment.faces.align import load_target
+from stylegan3 import WeightsFileError, WeightsNotFoundError
+from stylegan3.config import exit_with_error, parse_cli, save_config
+from stylegan3.images import write_image
+from stylegan3.io import atomic_write
+from stylegan3.runtime import resolve_device
 from stylegan3.sampling import (
-    synthesize,  # noqa: E402
-    to_uint8,  # noqa: E402
+    synthesize,
+    to_uint8,
 )
 
 

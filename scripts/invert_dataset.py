@@ -17,20 +17,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-import stylegan3  # noqa: E402
-from inversion.dataset import (  # noqa: E402
+import stylegan3
+from inversion.dataset import (
     RUN_FILE,
     DatasetInversion,
     check_run,
@@ -44,15 +41,15 @@ from inversion.dataset import (  # noqa: E402
     shard_path,
     write_shard,
 )
-from inversion.inverter import InverterOptions  # noqa: E402
-from inversion.losses import LossWeights, build_inversion_loss  # noqa: E402
-from stylegan3.config import parse_cli, save_config  # noqa: E402
-from stylegan3.images import write_image  # noqa: E402
-from stylegan3.io import atomic_write  # noqa: E402
-from stylegan3.runtime import DistEnv, resolve_device  # noqa: E402
+from inversion.inverter import InverterOptions
+from inversion.losses import LossWeights, build_inversion_loss
+from stylegan3.config import parse_cli, save_config
+from stylegan3.images import write_image
+from stylegan3.io import atomic_write
+from stylegan3.runtime import DistEnv, resolve_device
 from stylegan3.sampling import (
-    synthesize,  # noqa: E402
-    to_uint8,  # noqa: E402
+    synthesize,
+    to_uint8,
 )
 
 

@@ -12,20 +12,17 @@ relative target (``motion=relative``, the default: its own shape, moved, yellow)
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from reenactment.data.prepare import mouth_openness  # noqa: E402
-from reenactment.faces.align import Crop, face_crop, transform_points, warp_crop  # noqa: E402
-from reenactment.faces.landmark_image import render_landmark_image  # noqa: E402
-from reenactment.faces.landmarks import LandmarkDetector  # noqa: E402
-from reenactment.faces.motion import transfer_motion  # noqa: E402
-from reenactment.pipeline import DrivingOptions, _driving_frames, track_driving  # noqa: E402
-from stylegan3.images import write_image  # noqa: E402
+from reenactment.data.prepare import mouth_openness
+from reenactment.faces.align import Crop, face_crop, transform_points, warp_crop
+from reenactment.faces.landmark_image import render_landmark_image
+from reenactment.faces.landmarks import LandmarkDetector
+from reenactment.faces.motion import transfer_motion
+from reenactment.pipeline import DrivingOptions, _driving_frames, track_driving
+from stylegan3.images import write_image
 
 GREEN, RED, YELLOW = (60, 220, 60), (235, 50, 50), (250, 220, 40)
 

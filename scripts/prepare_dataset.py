@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
-
-from reenactment.data.prepare import (  # noqa: E402
+from reenactment.data.prepare import (
     OutputInUseError,
     PrepareOptions,
     find_jobs,
@@ -29,8 +26,8 @@ from reenactment.data.prepare import (  # noqa: E402
     part_path,
     prepare_dataset,
 )
-from stylegan3.config import exit_with_error, parse_cli, save_config  # noqa: E402
-from stylegan3.io import atomic_write  # noqa: E402
+from stylegan3.config import exit_with_error, parse_cli, save_config
+from stylegan3.io import atomic_write
 
 
 @dataclass

@@ -17,24 +17,21 @@ themselves (``motion=absolute``, the thesis's setting); see ``reenactment/faces/
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-import stylegan3  # noqa: E402
-from inversion.inverter import InverterOptions  # noqa: E402
-from inversion.losses import LossWeights  # noqa: E402
-from reenactment.faces.landmarks import LandmarkDetector, NoFaceError  # noqa: E402
-from reenactment.faces.motion import check_motion_options  # noqa: E402
-from reenactment.model.mapper import load_mapper  # noqa: E402
-from reenactment.pipeline import (  # noqa: E402
+import stylegan3
+from inversion.inverter import InverterOptions
+from inversion.losses import LossWeights
+from reenactment.faces.landmarks import LandmarkDetector, NoFaceError
+from reenactment.faces.motion import check_motion_options
+from reenactment.model.mapper import load_mapper
+from reenactment.pipeline import (
     DrivingOptions,
     Reenactor,
     SourceInversion,
@@ -43,9 +40,9 @@ from reenactment.pipeline import (  # noqa: E402
     prepare_source,
     reenact,
 )
-from stylegan3 import WeightsFileError, WeightsNotFoundError  # noqa: E402
-from stylegan3.config import exit_with_error, parse_cli, save_config  # noqa: E402
-from stylegan3.runtime import resolve_device  # noqa: E402
+from stylegan3 import WeightsFileError, WeightsNotFoundError
+from stylegan3.config import exit_with_error, parse_cli, save_config
+from stylegan3.runtime import resolve_device
 
 
 @dataclass

@@ -14,13 +14,10 @@ epoch with the same results.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from reenactment.model.training import TrainMapperConfig, train_mapper  # noqa: E402
-from stylegan3.config import parse_cli  # noqa: E402
+from reenactment.model.training import TrainMapperConfig, train_mapper
+from stylegan3.config import parse_cli
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -348,9 +348,17 @@ def test_requests_read_only_uploads_and_known_options(tmp_path):
 
 
 def test_script_refuses_a_config_it_cannot_serve(tmp_path):
-    script = Path(__file__).resolve().parents[1] / "scripts" / "app.py"
-    cmd = [sys.executable, str(script), "--network", str(FIXTURES / "sg2_64.pkl"), "--mapper", str(tmp_path / "no")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin"})
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [
+        sys.executable,
+        "-m",
+        "scripts.app",
+        "--network",
+        str(FIXTURES / "sg2_64.pkl"),
+        "--mapper",
+        str(tmp_path / "no"),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin"}, cwd=repo)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert (
         proc.stderr.strip().splitlines()[-1] == f"error: mapper not found: {tmp_path / 'no'} has no mapper.json "

@@ -26,7 +26,7 @@ DRIVING = SAMPLES / "images" / "grid_lrwp9a_frame010_openmouth.png"
 def run(script: str, *args: str, cache: Path) -> subprocess.CompletedProcess:
     env = {"PATH": "/usr/bin:/bin", "REENACT_CACHE": str(cache), "REENACT_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env["TORCH_HOME"] = str(cache / "torch")
-    cmd = [sys.executable, f"scripts/{script}", *map(str, args)]
+    cmd = [sys.executable, "-m", f"scripts.{Path(script).stem}", *map(str, args)]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
 
 

@@ -15,7 +15,7 @@ def test_demo_runs_offline(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "REENACT_OFFLINE": "1", "REENACT_CACHE": str(tmp_path / "cache"),
            "TORCH_HOME": str(tmp_path / "torch"), "HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}  # fmt: skip
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "scripts/demo.py", f"out={out}", "frames=16"], cwd=REPO, env=env,
+    proc = subprocess.run([sys.executable, "-m", "scripts.demo", f"out={out}", "frames=16"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "UNTRAINED" in proc.stdout

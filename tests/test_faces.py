@@ -52,7 +52,7 @@ def loss_files(tmp_path_factory) -> tuple[Path, Path]:
 
 def run(script: str, *args, cache: Path) -> subprocess.CompletedProcess:
     env = {"PATH": "/usr/bin:/bin", "REENACT_CACHE": str(cache), "REENACT_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, f"scripts/{script}", *map(str, args)]
+    cmd = [sys.executable, "-m", f"scripts.{Path(script).stem}", *map(str, args)]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
 
 

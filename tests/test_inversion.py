@@ -152,7 +152,8 @@ def test_invert_script(tmp_path, G):
     net = str(FIXTURES / "sg2_64.pkl")
     proc = run(
         [
-            "scripts/invert.py",
+            "-m",
+            "scripts.invert",
             str(photo),
             "--network",
             net,
@@ -174,7 +175,8 @@ def test_invert_script(tmp_path, G):
     # Unaligned and not square: a one-line error, not a traceback.
     proc = run(
         [
-            "scripts/invert.py",
+            "-m",
+            "scripts.invert",
             str(SAMPLES / "images" / "lisa2_small_offcenter.jpg"),
             "--no-align",
             "--network",
@@ -204,5 +206,5 @@ def test_invert_script_names_missing_weights(tmp_path):
         ("loss.id=0", ["alexnet-owt-7be5be79.pth"]),
     )
     for switched_off, named in cases:
-        proc = run(["scripts/invert.py", *args, switched_off], env=env)
+        proc = run(["-m", "scripts.invert", *args, switched_off], env=env)
         assert proc.returncode != 0 and all(text in proc.stderr for text in named)

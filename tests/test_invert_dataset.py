@@ -41,7 +41,7 @@ def frames_dir(tmp_path_factory) -> Path:
 
 
 def cmd(inp: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "scripts/invert_dataset.py", "--input", str(inp), "--out", str(out), *COMMON, *extra]
+    return [sys.executable, "-m", "scripts.invert_dataset", "--input", str(inp), "--out", str(out), *COMMON, *extra]
 
 
 @pytest.fixture(scope="module")

@@ -148,7 +148,7 @@ def test_safetensors_round_trip_is_bit_exact(tmp_path: Path, name: str) -> None:
 def test_convert_pkl_script(tmp_path: Path) -> None:
     out = tmp_path / "converted"
     result = subprocess.run(
-        [sys.executable, "scripts/convert_pkl.py", str(FIXTURES / "sg3t_64.pkl"), str(out)],
+        [sys.executable, "-m", "scripts.convert_pkl", str(FIXTURES / "sg3t_64.pkl"), str(out)],
         cwd=Path(__file__).resolve().parents[1],
         capture_output=True,
         text=True,

@@ -18,7 +18,7 @@ from reenactment.data.prepare import find_jobs, identity_regex, mouth_openness, 
 from stylegan3.config import parse_cli
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "prepare_dataset.py"
+SCRIPT = ["-m", "scripts.prepare_dataset"]  # run from REPO (cwd)
 ARGS = ["size=128", "image_format=jpg", "jpeg_quality=90"]
 
 
@@ -36,7 +36,7 @@ def grid_input(tmp_path_factory) -> Path:
 
 
 def run_script(inp: Path, out: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, str(SCRIPT), "--input", str(inp), "--output", str(out), *ARGS, *extra]
+    cmd = [sys.executable, *SCRIPT, "--input", str(inp), "--output", str(out), *ARGS, *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
 
 

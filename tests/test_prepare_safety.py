@@ -19,12 +19,12 @@ from PIL import Image
 from reenactment.data.prepare import LOCK_FILE, find_jobs, read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "prepare_dataset.py"
+SCRIPT = ["-m", "scripts.prepare_dataset"]  # run from REPO (cwd)
 ARGS = ["size=64", "image_format=png"]
 
 
 def prepare(inp: Path, out: Path, *extra: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(SCRIPT), "--input", str(inp), "--output", str(out), *ARGS, *extra]
+    cmd = [sys.executable, *SCRIPT, "--input", str(inp), "--output", str(out), *ARGS, *extra]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
@@ -98,7 +98,7 @@ def test_killed_run_takes_its_workers_along_and_a_live_run_keeps_others_out(tmp_
             writer.write(frame)
     (inp / "long_b.mp4").symlink_to(inp / "long_a.mp4")
     out = tmp_path / "out"
-    cmd = [sys.executable, str(SCRIPT), "--input", str(inp), "--output", str(out), *ARGS, "workers=2"]
+    cmd = [sys.executable, *SCRIPT, "--input", str(inp), "--output", str(out), *ARGS, "workers=2"]
     first = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 240

@@ -28,7 +28,7 @@ def mapper_dir(tmp_path_factory) -> Path:
 
 
 def reenact(source: Path, driving: Path, out: Path, mapper: Path, cache: Path, *extra: str):
-    cmd = [sys.executable, "scripts/reenact.py", str(source), str(driving), "-o", str(out),
+    cmd = [sys.executable, "-m", "scripts.reenact", str(source), str(driving), "-o", str(out),
            "--network", str(FIXTURES / "sg2_64.pkl"), "--mapper", str(mapper), "steps=3", "loss.lpips=0",
            "loss.id=0", *extra]  # fmt: skip
     env = {"PATH": "/usr/bin:/bin", "REENACT_CACHE": str(cache), "REENACT_OFFLINE": "1", "OMP_NUM_THREADS": "1"}

@@ -95,8 +95,8 @@ def test_scripts_name_an_unknown_device_in_one_line(tmp_path):
     photo = SAMPLES / "images" / LONDON[0]
     net = str(FIXTURES / "sg2_64.pkl")
     commands = [
-        ["scripts/invert.py", str(photo), "--network", net, "--out", str(tmp_path / "i"), "device=gpu"],
-        ["scripts/invert_dataset.py", "--input", str(tmp_path), "--out", str(tmp_path / "d"), "device=gpu"],
+        ["-m", "scripts.invert", str(photo), "--network", net, "--out", str(tmp_path / "i"), "device=gpu"],
+        ["-m", "scripts.invert_dataset", "--input", str(tmp_path), "--out", str(tmp_path / "d"), "device=gpu"],
     ]
     for command in commands:
         proc = subprocess.run([sys.executable, *command], cwd=REPO, capture_output=True, text=True, timeout=300)

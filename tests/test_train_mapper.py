@@ -33,7 +33,7 @@ from reenactment.model.training import (
 from stylegan3.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "scripts" / "train_mapper.py"
+SCRIPT = ["-m", "scripts.train_mapper"]  # run from REPO (cwd)
 SMOKE = REPO / "configs" / "train_mapper_smoke.yaml"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same thread count in every run: bit-identical sums
 IDENTITIES, FRAMES, DIRECTIONS = 8, 24, 3
@@ -127,7 +127,7 @@ def dataset(tmp_path_factory, generator) -> Path:
 def train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
-        str(SCRIPT),
+        *SCRIPT,
         "--config",
         str(SMOKE),
         f"manifest={data / 'manifest.jsonl'}",
