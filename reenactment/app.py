@@ -30,6 +30,7 @@ from torch import nn
 
 from inversion.inverter import InverterOptions
 from inversion.losses import LossWeights
+from stylegan3.config import ConfigError, get_value, set_value
 from stylegan3.images import IMAGE_SUFFIXES
 from stylegan3.runtime import resolve_device
 from stylegan3.sampling import synthesize, to_uint8
@@ -102,6 +103,11 @@ class Option:
     field: str
     widget: Widget
 
+    @property
+    def key(self) -> str:
+        """The option's config key in ``RunOptions``."""
+        return self.field if self.group == "run" else f"{self.group}.{self.field}"
+
 
 def short_names(names: Sequence[str]) -> list[str]:
     """What the page calls each network: its file or folder name, the whole path where two would look alike."""
@@ -151,15 +157,13 @@ OPTIONS: tuple[Option, ...] = (
 
 def run_options(values: Sequence[Any], options: Sequence[Option] = OPTIONS) -> RunOptions:
     """The panel's values (in ``options`` order) as ``RunOptions``; a value of the wrong type is a ValueError."""
-    from stylegan3.config import ConfigError, _apply
 
     result = RunOptions()
     for option, value in zip(options, values, strict=True):
-        key = option.field if option.group == "run" else f"{option.group}.{option.field}"
         if isinstance(value, float) and value.is_integer():
             value = int(value)  # sliders send floats
         try:
-            _apply(result, key, value)
+            set_value(result, option.key, value)
         except ConfigError as err:
             raise ValueError(f"option {err}") from None
     return result
@@ -282,7 +286,7 @@ class Reenactment:
             )
             progress("inverting the source", 0, options.steps)
             src = prepare_source(
-                G, source, detector, settings, self.device, options.driving.tilt, cfg.cache,
+                G, source, detector, settings, self.device, options.driving.tracking.tilt, cfg.cache,
                 lambda step, losses: progress("inverting the source", step + 1, options.steps),
             )  # fmt: skip
             with torch.no_grad():
@@ -411,7 +415,7 @@ def build_app(cfg: AppConfig, work_dir: Path):
     app = Reenactment(cfg, work_dir)
     uploads = Path(get_upload_folder())
     sources, driving_examples, credits = example_files(cfg.examples)
-    defaults = {"run": RunOptions(), "driving": DrivingOptions()}
+    defaults = RunOptions()
     untrained = [n for n in cfg.networks + cfg.mappers if is_untrained(n)]
 
     with gr.Blocks(title="Face reenactment", analytics_enabled=False, delete_cache=(600, 3600)) as blocks:
@@ -436,7 +440,7 @@ def build_app(cfg: AppConfig, work_dir: Path):
                 if driving_examples:
                     gr.Examples([[p] for p in driving_examples], inputs=[driving], label="Example driving clips")
                 with gr.Accordion("Options", open=True):
-                    widgets = [o.widget(gr, getattr(defaults[o.group], o.field), cfg) for o in OPTIONS]
+                    widgets = [o.widget(gr, get_value(defaults, o.key), cfg) for o in OPTIONS]
                     for option, widget in zip(OPTIONS, widgets):
                         widget.elem_id = widget.elem_id or f"option-{option.field}"
                 button = gr.Button("Reenact", variant="primary", elem_id="run")

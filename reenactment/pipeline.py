@@ -25,6 +25,7 @@ from torch import nn
 from inversion.inverter import InverterOptions, invert
 from inversion.losses import LossWeights, build_inversion_loss
 from inversion.targets import to_tensor
+from stylegan3.config import inline
 from stylegan3.images import IMAGE_SUFFIXES, WRITE_SUFFIXES, read_image, write_image
 from stylegan3.io import atomic_write, cache_dir
 from stylegan3.sampling import synthesize, to_uint8
@@ -33,7 +34,7 @@ from .faces.align import Crop, crop_transform, face_crop, stabilize_crops, trans
 from .faces.landmark_image import render_landmark_image, render_landmark_images
 from .faces.landmarks import LandmarkDetector, NoFaceError, parse_face
 from .faces.motion import check_motion_options, transfer_motion
-from .faces.smoothing import smooth_landmarks
+from .faces.tracking import TrackingOptions
 from .media.video import OUTPUT_SUFFIXES, VideoReader, VideoWriter
 
 
@@ -53,14 +54,7 @@ class DrivingOptions:
     """How driving landmarks are tracked (the same smoothing and crop as ``prepare_dataset.py`` by default) and
     how their motion is put on the source's face (``reenactment.faces.motion``)."""
 
-    smooth: bool = True  # smooth video landmark tracks over time (zero-phase One-Euro)
-    smooth_min_cutoff: float = 4.0  # One-Euro minimum cut-off frequency, Hz
-    smooth_beta: float = 3.0  # One-Euro speed coefficient (positions in inter-ocular distances)
-    smooth_mouth_min_cutoff: float = 4.0  # the lips' own minimum cut-off, Hz
-    smooth_mouth_beta: float = 50.0  # the lips' own speed coefficient: high, so brief closures (p, b, m) stay closed
-    crop: str = "smooth"  # video crop: smooth (slow low-pass), fixed (one crop per clip) or none (per frame)
-    crop_sigma_s: float = 0.3  # crop low-pass width in seconds (crop=smooth)
-    tilt: str = "eyes"  # crop angle: eyes (eye line level) or ffhq
+    tracking: TrackingOptions = inline(TrackingOptions)  # smooth*, tilt, crop, crop_sigma_s (as prepare_dataset.py)
     motion: str = "relative"  # relative (the driving's motion on the source's face) or absolute (its landmarks)
     pose: str = "driving"  # driving (head pose changes transferred) or source (the source's head pose kept)
     reference: str = "best"  # relative mode's reference frame: best (mouth and eyes opened like the source's), first, N
@@ -237,18 +231,12 @@ def track_driving(
     idx = np.maximum.accumulate(np.where(found, np.arange(len(track)), -1))
     idx[idx < 0] = np.flatnonzero(found)[0]
     track = track[idx]
-    if video and options.smooth and len(track) > 2:
-        track = smooth_landmarks(
-            track,
-            fps,
-            min_cutoff=options.smooth_min_cutoff,
-            beta=options.smooth_beta,
-            mouth_min_cutoff=options.smooth_mouth_min_cutoff,
-            mouth_beta=options.smooth_mouth_beta,
-        )
-    crops = np.stack([face_crop(p, options.tilt).as_array() for p in track])
+    tracking = options.tracking
+    if video and tracking.smooth and len(track) > 2:
+        track = tracking.smoothed(track, fps)
+    crops = np.stack([face_crop(p, tracking.tilt).as_array() for p in track])
     if video:
-        crops = stabilize_crops(crops, fps, options.crop_sigma_s, options.crop)
+        crops = stabilize_crops(crops, fps, tracking.crop_sigma_s, tracking.crop)
     points = np.stack([transform_points(crop_transform(Crop.from_array(c), size), p) for c, p in zip(crops, track)])
     return DrivingTrack(points.astype(np.float32), crops, fps, int((~found).sum()), has_audio)
 

@@ -10,7 +10,6 @@ finished files are kept and only the rest is processed.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +25,13 @@ from reenactment.data.prepare import (
     part_path,
     prepare_dataset,
 )
-from stylegan3.config import exit_with_error, parse_cli, save_config
+from stylegan3.config import exit_with_error, inline, parse_cli, save_config, to_dict
 from stylegan3.io import atomic_write
 
 
 @dataclass
-class PrepareConfig(PrepareOptions):
+class PrepareConfig:
+    prepare: PrepareOptions = inline(PrepareOptions)  # fps, size, image_format, jpeg_quality, backend, tracking
     input: str = ""  # folder of videos and/or images (searched recursively)
     output: str = ""  # output folder (created; rerun with the same one to resume)
     identity: str = "file"  # identity of each file: file, folder, mead, or a regex with (?P<identity>...)
@@ -41,7 +41,7 @@ class PrepareConfig(PrepareOptions):
 def check_resume(out: Path, cfg: PrepareConfig) -> None:
     """Refuse to mix outputs made with different settings in one folder: every ``PrepareOptions`` field and the
     identity pattern (it decides the identity, and so the source frame, of every record)."""
-    wanted = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(PrepareOptions)}
+    wanted = to_dict(cfg.prepare)
     wanted["identity"] = cfg.identity
     stamp = out / "prepare_options.json"
     if stamp.is_file():
@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit("error: --input and --output are required")
     if not Path(cfg.input).is_dir():
         raise SystemExit(f"error: input folder {cfg.input} does not exist")
-    if cfg.image_format not in ("png", "jpg"):
-        raise SystemExit(f"error: image_format must be png or jpg, got {cfg.image_format!r}")
+    if cfg.prepare.image_format not in ("png", "jpg"):
+        raise SystemExit(f"error: image_format must be png or jpg, got {cfg.prepare.image_format!r}")
     out = Path(cfg.output)
     try:
         jobs, unmatched = find_jobs(Path(cfg.input), cfg.identity)
@@ -96,7 +96,7 @@ def run(cfg: PrepareConfig, out: Path, jobs: list, unmatched: int) -> Path:
         bar.set_postfix(last=job.rel, records=totals["records"])
         bar.update(1)
 
-    records = prepare_dataset(jobs, out, cfg, workers=cfg.workers, progress=progress)
+    records = prepare_dataset(jobs, out, cfg.prepare, workers=cfg.workers, progress=progress)
     bar.close()
     kept = sum("skipped" not in r for r in records)
     skipped = len(records) - kept

@@ -90,7 +90,15 @@ def main(argv: list[str] | None = None) -> Path:
         if cfg.latent:
             latent = np.load(cfg.latent)
             source = prepare_source(
-                G, cfg.source, detector, settings, device, cfg.tilt, latent=latent, face=cfg.face, report=tqdm.write
+                G,
+                cfg.source,
+                detector,
+                settings,
+                device,
+                cfg.tracking.tilt,
+                latent=latent,
+                face=cfg.face,
+                report=tqdm.write,
             )
         else:
             bar = tqdm(total=cfg.steps, unit="step", desc="invert source", leave=False)
@@ -100,7 +108,7 @@ def main(argv: list[str] | None = None) -> Path:
                 detector,
                 settings,
                 device,
-                cfg.tilt,
+                cfg.tracking.tilt,
                 cfg.cache,
                 lambda s, t: bar.update(1),
                 face=cfg.face,

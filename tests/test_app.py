@@ -37,6 +37,7 @@ from reenactment.app import (
 )
 from reenactment.media.video import probe_video
 from reenactment.model.mapper import MappingNetwork, save_mapper
+from stylegan3.config import get_value
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 SOURCE = SAMPLES / "images" / "london_003_neutral.jpg"
@@ -303,7 +304,7 @@ def test_upload_run_play_and_download(page, server, tmp_path):
 def panel(given: dict) -> list:
     """The options panel's values in page order: ``given`` by field name, the rest at their defaults."""
     defaults = RunOptions()
-    return [given.get(o.field, getattr(defaults if o.group == "run" else defaults.driving, o.field)) for o in OPTIONS]
+    return [given.get(o.field, get_value(defaults, o.key)) for o in OPTIONS]
 
 
 def test_requests_read_only_uploads_and_known_options(tmp_path):
@@ -332,7 +333,7 @@ def test_requests_read_only_uploads_and_known_options(tmp_path):
     }  # fmt: skip
     assert {o.field for o in OPTIONS} >= set(given)
     options = run_options(panel(given))
-    assert options.steps == 7 and options.paste_back and not options.driving.smooth and options.show_landmarks
+    assert options.steps == 7 and options.paste_back and not options.driving.tracking.smooth and options.show_landmarks
     d = options.driving
     assert (d.motion, d.pose, d.reference, d.motion_scale, d.regions) == ("absolute", "source", "12", 0.5, "lips,eyes")
     with pytest.raises(ValueError, match="steps"):

@@ -203,18 +203,18 @@ def test_grid_clips_keep_lip_closures(backend, capsys) -> None:
 
     opts = DrivingOptions()
     prep = PrepareOptions()
-    assert (prep.smooth_mouth_min_cutoff, prep.smooth_mouth_beta) == (
-        opts.smooth_mouth_min_cutoff,
-        opts.smooth_mouth_beta,
+    assert (prep.tracking.smooth_mouth_min_cutoff, prep.tracking.smooth_mouth_beta) == (
+        opts.tracking.smooth_mouth_min_cutoff,
+        opts.tracking.smooth_mouth_beta,
     )
     settings = {
         "raw": None,
-        "one-euro for all (before)": {"min_cutoff": opts.smooth_min_cutoff, "beta": opts.smooth_beta},
+        "one-euro for all (before)": {"min_cutoff": opts.tracking.smooth_min_cutoff, "beta": opts.tracking.smooth_beta},
         "lips their own (now)": {
-            "min_cutoff": opts.smooth_min_cutoff,
-            "beta": opts.smooth_beta,
-            "mouth_min_cutoff": opts.smooth_mouth_min_cutoff,
-            "mouth_beta": opts.smooth_mouth_beta,
+            "min_cutoff": opts.tracking.smooth_min_cutoff,
+            "beta": opts.tracking.smooth_beta,
+            "mouth_min_cutoff": opts.tracking.smooth_mouth_min_cutoff,
+            "mouth_beta": opts.tracking.smooth_mouth_beta,
         },
     }
     closed = {name: [] for name in settings}

@@ -30,8 +30,9 @@ import numpy as np
 
 from reenactment.faces.align import Crop, crop_transform, face_crop, stabilize_crops, transform_points, warp_crop
 from reenactment.faces.landmarks import LandmarkDetector, NoFaceError, inter_ocular_distance
-from reenactment.faces.smoothing import smooth_landmarks
+from reenactment.faces.tracking import TrackingOptions
 from reenactment.media.video import VIDEO_SUFFIXES, VideoReader, VideoReadError
+from stylegan3.config import inline
 from stylegan3.images import IMAGE_SUFFIXES, ImageReadError, read_image, write_image
 from stylegan3.io import atomic_write
 
@@ -53,14 +54,7 @@ class PrepareOptions:
     image_format: str = "png"  # png or jpg
     jpeg_quality: int = 95
     backend: str = "dlib"  # landmark backend: dlib or mediapipe
-    smooth: bool = True  # smooth video landmark tracks over time (zero-phase One-Euro)
-    smooth_min_cutoff: float = 4.0  # One-Euro minimum cut-off frequency, Hz
-    smooth_beta: float = 3.0  # One-Euro speed coefficient (positions in inter-ocular distances)
-    smooth_mouth_min_cutoff: float = 4.0  # the lips' own minimum cut-off, Hz
-    smooth_mouth_beta: float = 50.0  # the lips' own speed coefficient: high, so brief closures (p, b, m) stay closed
-    tilt: str = "eyes"  # crop angle: eyes (eye line level) or ffhq (FFHQ's eye/mouth blend)
-    crop: str = "smooth"  # video crop: smooth (slow low-pass), fixed (one crop per clip) or none (per frame)
-    crop_sigma_s: float = 0.3  # crop low-pass width in seconds (crop=smooth)
+    tracking: TrackingOptions = inline(TrackingOptions)  # smooth*, tilt, crop, crop_sigma_s
 
 
 def identity_regex(pattern: str) -> re.Pattern:
@@ -191,20 +185,14 @@ def process_job(job: Job, out_dir: Path, opts: PrepareOptions, detector: Landmar
     found = np.isfinite(track).all(axis=(1, 2))
     records: list[dict] = []
     if found.any():
-        if job.is_video and opts.smooth and found.sum() > 2:
-            track = smooth_landmarks(
-                track,
-                opts.fps,
-                min_cutoff=opts.smooth_min_cutoff,
-                beta=opts.smooth_beta,
-                mouth_min_cutoff=opts.smooth_mouth_min_cutoff,
-                mouth_beta=opts.smooth_mouth_beta,
-            )
+        tracking = opts.tracking
+        if job.is_video and tracking.smooth and found.sum() > 2:
+            track = tracking.smoothed(track, opts.fps)
         crops = np.full((len(track), 4), np.nan)
         for t in np.flatnonzero(found):
-            crops[t] = face_crop(track[t], opts.tilt).as_array()
+            crops[t] = face_crop(track[t], tracking.tilt).as_array()
         if job.is_video:
-            crops = stabilize_crops(crops, opts.fps, opts.crop_sigma_s, opts.crop)
+            crops = stabilize_crops(crops, opts.fps, tracking.crop_sigma_s, tracking.crop)
         frame_dir = Path("frames") / job.identity / job.video_id
         for t, frame in enumerate(_frames_safe(job, opts.fps, len(track))):
             if not found[t]:
