@@ -6,7 +6,7 @@ returned per image ([N]), so a batch of images is a sum of independent problems.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +68,21 @@ class IdentityLoss(nn.Module):
         if target_embedding is None:
             target_embedding = self.embed(target)
         return 1.0 - F.cosine_similarity(self.encoder(image), target_embedding, dim=1)
+
+
+@dataclass
+class LossOptions:
+    """The inversion loss as every command configures it: eq. 3.5's weights, where LPIPS is computed, and the
+    weights files of the loss networks (held inline by script configs: ``loss.lpips=0 loss_resolution=256``)."""
+
+    loss: LossWeights = field(default_factory=LossWeights)  # eq. 3.5 weights; 0 turns a term off
+    loss_resolution: int | None = None  # LPIPS at full resolution (thesis) or downsampled to this size (e.g. 256)
+    arcface: str | None = None  # model_ir_se50.pth path (default: the cache, see README)
+    alexnet: str | None = None  # torchvision AlexNet weights for LPIPS (default: torch hub cache / our cache)
+
+    def build(self, device: torch.device | str = "cpu") -> InversionLoss:
+        """The loss with its networks loaded (:func:`build_inversion_loss`)."""
+        return build_inversion_loss(self.loss, self.loss_resolution, self.arcface, self.alexnet, device)
 
 
 def build_inversion_loss(

@@ -29,14 +29,13 @@ import torch
 from torch import nn
 
 from inversion.inverter import InverterOptions
-from inversion.losses import LossWeights
-from stylegan3.config import ConfigError, get_value, set_value
+from inversion.losses import LossOptions
+from stylegan3.config import ConfigError, get_value, inline, set_value
 from stylegan3.images import IMAGE_SUFFIXES
 from stylegan3.runtime import resolve_device
 from stylegan3.sampling import synthesize, to_uint8
 
 from .faces.landmarks import LandmarkDetector, NoFaceError
-from .faces.motion import check_motion_options
 from .media.video import VIDEO_SUFFIXES, VideoReadError, probe_video
 from .pipeline import DrivingOptions
 
@@ -62,10 +61,7 @@ class AppConfig:
     max_file_size: str = "200mb"  # the largest upload
     batch_size: int = 8  # driving frames per generator batch
     cache: bool = True  # cache source latents under $REENACT_CACHE/latents
-    loss: LossWeights = field(default_factory=LossWeights)  # inversion loss weights (eq. 3.5)
-    loss_resolution: int | None = None  # LPIPS resolution for the inversion (None: full)
-    arcface: str | None = None  # model_ir_se50.pth for the inversion's ID loss
-    alexnet: str | None = None  # torchvision AlexNet weights for the inversion's LPIPS
+    losses: LossOptions = inline(LossOptions)  # the sources' inversion loss: loss.*, loss_resolution, arcface, alexnet
     examples: list[str] = field(default_factory=lambda: ["../shared/samples"])  # folders of example photos/clips
     work_dir: str | None = None  # per-request folders go here (None: a new folder in the system's temp dir)
 
@@ -252,8 +248,7 @@ class Reenactment:
             raise ValueError(f"unknown mapper {options.mapper!r}: choose one of {self.cfg.mappers}")
         if not 1 <= options.steps <= self.cfg.max_steps:
             raise ValueError(f"inversion steps must be between 1 and {self.cfg.max_steps}, got {options.steps}")
-        d = options.driving
-        check_motion_options(d.motion, d.pose, d.reference, d.motion_scale, d.regions)
+        options.driving.check()
 
     def run(self, folder: Path, source: Path, driving: Path, options: RunOptions, progress: Progress) -> RunResult:
         """Reenact ``source`` (a photo) with ``driving`` (a clip or an image), both inside ``folder``, into
@@ -281,9 +276,7 @@ class Reenactment:
             timings["load"] = time.perf_counter() - start
             t = time.perf_counter()
             cfg = self.cfg
-            settings = SourceInversion(
-                InverterOptions(steps=options.steps), cfg.loss, cfg.loss_resolution, cfg.arcface, cfg.alexnet
-            )
+            settings = SourceInversion(InverterOptions(steps=options.steps), cfg.losses)
             progress("inverting the source", 0, options.steps)
             src = prepare_source(
                 G, source, detector, settings, self.device, options.driving.tracking.tilt, cfg.cache,
@@ -306,20 +299,21 @@ class Reenactment:
 
             reenactor = Reenactor(G, mapper, src, self.device)
             result = reenact(
-                reenactor, driving, folder / "reenacted.mp4", detector, options.driving, cfg.batch_size,
-                options.concat, written, tracked, options.paste_back, show_landmarks=options.show_landmarks,
+                reenactor, driving, folder / "reenacted.mp4", detector, options=options.driving,
+                batch_size=cfg.batch_size, concat=options.concat, paste_back=options.paste_back,
+                show_landmarks=options.show_landmarks, on_frames=written, on_tracked=tracked,
             )  # fmt: skip
             timings["reenact"] = time.perf_counter() - t - timings["landmarks"]
         timings["total"] = time.perf_counter() - start
-        output = Path(result["output"])
+        output = result.output
         return RunResult(
             output=output,
             is_video=not is_image(output),
             aligned=src.aligned,
             inversion=inversion,
-            frames=result["frames"],
-            missing=result["missing"],
-            fps=result["fps"],
+            frames=result.frames,
+            missing=result.missing,
+            fps=result.fps,
             cached=src.cached,
             untrained=is_untrained(options.network) or is_untrained(options.mapper),
             timings=timings,

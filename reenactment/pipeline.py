@@ -10,7 +10,6 @@ clip (70 x 2 floats per frame); frames and images live one batch at a time.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -23,9 +22,9 @@ import torch
 from torch import nn
 
 from inversion.inverter import InverterOptions, invert
-from inversion.losses import LossWeights, build_inversion_loss
+from inversion.losses import LossOptions
 from inversion.targets import to_tensor
-from stylegan3.config import inline
+from stylegan3.config import inline, to_dict
 from stylegan3.images import IMAGE_SUFFIXES, WRITE_SUFFIXES, read_image, write_image
 from stylegan3.io import atomic_write, cache_dir
 from stylegan3.sampling import synthesize, to_uint8
@@ -43,10 +42,7 @@ class SourceInversion:
     """How the source is inverted (the thesis's settings by default); part of the latent cache key."""
 
     options: InverterOptions = field(default_factory=InverterOptions)
-    loss: LossWeights = field(default_factory=LossWeights)
-    loss_resolution: int | None = None
-    arcface: str | None = None
-    alexnet: str | None = None
+    losses: LossOptions = inline(LossOptions)  # loss, loss_resolution, arcface, alexnet
 
 
 @dataclass
@@ -60,6 +56,10 @@ class DrivingOptions:
     reference: str = "best"  # relative mode's reference frame: best (mouth and eyes opened like the source's), first, N
     motion_scale: float = 1.0  # 0: the source unchanged, 1: as driven, > 1: exaggerated
     regions: str = "all"  # comma list of all, expression, lips, eyes, brows, pose: the rest keeps the source's
+
+    def check(self) -> None:
+        """ValueError naming the first motion option that is not valid (before any work)."""
+        check_motion_options(self.motion, self.pose, self.reference, self.motion_scale, self.regions)
 
 
 @dataclass
@@ -96,7 +96,7 @@ def network_fingerprint(G: nn.Module) -> str:
 def source_cache_key(image_bytes: bytes, G: nn.Module, settings: SourceInversion, align: dict) -> str:
     digest = hashlib.sha256(image_bytes)
     digest.update(network_fingerprint(G).encode())
-    digest.update(json.dumps({"inversion": dataclasses.asdict(settings), "align": align}, sort_keys=True).encode())
+    digest.update(json.dumps({"inversion": to_dict(settings), "align": align}, sort_keys=True).encode())
     return digest.hexdigest()[:32]
 
 
@@ -134,7 +134,7 @@ def prepare_source(
     cache_file = cache_dir() / "latents" / f"{key}.npy"
     if use_cache and cache_file.is_file():
         return Source(torch.from_numpy(np.load(cache_file)), aligned, points_aligned, True, image, transform)
-    loss_fn = build_inversion_loss(settings.loss, settings.loss_resolution, settings.arcface, settings.alexnet, device)
+    loss_fn = settings.losses.build(device)
     result = invert(G, to_tensor(aligned).to(device), loss_fn, settings.options, callback=progress)
     w_s = result.w_plus[0].cpu()
     if use_cache:
@@ -308,20 +308,35 @@ def save_track(
     return atomic_write(path, buffer.getvalue())
 
 
+@dataclass
+class ReenactResult:
+    """What :func:`reenact` wrote: ``output`` (an mp4, or an image for a driving image), its ``frames`` and ``fps``
+    (None for an image), the driving frames without a face (``missing``), the motion mode used and the relative
+    mode's reference frame (None in absolute mode)."""
+
+    output: Path
+    frames: int
+    fps: float | None
+    missing: int
+    motion: str
+    reference: int | None
+
+
 def reenact(
     reenactor: Reenactor,
     driving: str | Path,
     output: str | Path,
     detector: LandmarkDetector,
-    options: DrivingOptions,
+    *,
+    options: DrivingOptions | None = None,
     batch_size: int = 8,
     concat: bool = False,
+    paste_back: bool = False,
+    show_landmarks: bool = False,
+    track_file: str | Path | None = None,
     on_frames: Callable[[int], None] | None = None,
     on_tracked: Callable[[], None] | None = None,
-    paste_back: bool = False,
-    track_file: str | Path | None = None,
-    show_landmarks: bool = False,
-) -> dict:
+) -> ReenactResult:
     """Reenact the source with a driving clip (or image) into ``output`` (mp4, or an image for an image).
 
     The mapper is shown the driving motion put on the source's landmarks as ``options`` say (motion, pose,
@@ -331,9 +346,11 @@ def reenact(
     (:func:`save_track`), before any frame is rendered. ``show_landmarks``: ``--concat`` gains a last panel, the
     target landmarks drawn as the mapper sees them.
 
-    Returns ``{"frames", "missing", "fps", "output", "motion", "reference"}``.
+    ``on_tracked()`` is called after each driving frame's landmarks are looked for, ``on_frames(n)`` after each batch
+    of ``n`` frames is written.
     """
-    check_motion_options(options.motion, options.pose, options.reference, options.motion_scale, options.regions)
+    options = options or DrivingOptions()
+    options.check()
     res = reenactor.G.img_resolution
     paste = PasteBack(reenactor.source, res) if paste_back else None
     output = output_path(driving, output)
@@ -354,7 +371,7 @@ def reenact(
         if concat:
             frame = panels(next(_driving_frames(driving)), 0, frame)
         write_image(output, frame)
-        return {"frames": 1, "fps": None, "output": str(output), **info}
+        return ReenactResult(Path(output), 1, None, **info)
     audio = driving if track.has_audio else None
     with VideoWriter(output, track.fps, audio_from=audio) as writer:
         frames = _driving_frames(driving) if concat else None
@@ -367,7 +384,7 @@ def reenact(
                 writer.write(result)
             if on_frames:
                 on_frames(len(batch))
-    return {"frames": len(points), "fps": track.fps, "output": str(output), **info}
+    return ReenactResult(Path(output), len(points), track.fps, **info)
 
 
 def face_mask(points: np.ndarray, size: int, feather: float = 0.04) -> np.ndarray:

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
         # End to end: the pipeline as reenact.py runs it (two decodes, landmarks, smoothing, batches, audio).
         out = Path(tmp) / "e2e.mp4"
         rates["end to end"] = n / timed(
-            lambda: reenact(reenactor, args.driving, out, detector, DrivingOptions(), args.batch), sync
+            lambda: reenact(reenactor, args.driving, out, detector, batch_size=args.batch), sync
         )
     for stage, fps in rates.items():
         print(f"  {stage:26s} {fps:9.1f} frames/s")

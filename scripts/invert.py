@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -22,11 +22,11 @@ from tqdm import tqdm
 
 import stylegan3
 from inversion.inverter import InverterOptions, invert
-from inversion.losses import LossWeights, build_inversion_loss
+from inversion.losses import LossOptions
 from inversion.targets import to_tensor
 from reenactment.faces.align import load_target
 from stylegan3 import WeightsFileError, WeightsNotFoundError
-from stylegan3.config import exit_with_error, parse_cli, save_config
+from stylegan3.config import exit_with_error, inline, parse_cli, save_config
 from stylegan3.images import write_image
 from stylegan3.io import atomic_write
 from stylegan3.runtime import resolve_device
@@ -37,8 +37,9 @@ from stylegan3.sampling import (
 
 
 @dataclass
-class InvertConfig(InverterOptions):
+class InvertConfig:
     POSITIONAL: ClassVar[tuple[str, ...]] = ("image",)
+    inverter: InverterOptions = inline(InverterOptions)  # steps, lr, beta1, beta2, eps, early_stop_*, ...
     image: str = ""  # the photo to invert
     network: str = "stylegan3-r-ffhq-1024x1024"  # .pkl, weights folder or known name (the thesis: SG3-R FFHQ)
     out: str = "out/invert"  # output folder
@@ -46,10 +47,7 @@ class InvertConfig(InverterOptions):
     backend: str = "dlib"  # landmark backend for alignment
     face: str = "largest"  # which face of several: largest, or an index (0 = the largest; the log lists them)
     device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:1, mps
-    loss: LossWeights = field(default_factory=LossWeights)  # eq. 3.5 weights; 0 turns a term off
-    loss_resolution: int | None = None  # LPIPS at full resolution (thesis) or downsampled to this size (e.g. 256)
-    arcface: str | None = None  # model_ir_se50.pth path (default: the cache, see README)
-    alexnet: str | None = None  # torchvision AlexNet weights for LPIPS (default: torch hub cache / our cache)
+    losses: LossOptions = inline(LossOptions)  # loss.*, loss_resolution, arcface, alexnet
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -60,20 +58,20 @@ def main(argv: list[str] | None = None) -> Path:
         device = resolve_device(cfg.device)
         G = stylegan3.load(cfg.network, device=device)
         target = load_target(cfg.image, G.img_resolution, cfg.align, cfg.backend, cfg.face, report=print)
-        loss_fn = build_inversion_loss(cfg.loss, cfg.loss_resolution, cfg.arcface, cfg.alexnet, device)
+        loss_fn = cfg.losses.build(device)
     except (WeightsNotFoundError, WeightsFileError, OSError, ValueError) as err:  # bad weights, image, no face
         exit_with_error(err)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
-    bar = tqdm(total=cfg.steps, unit="step", desc="invert")
+    bar = tqdm(total=cfg.inverter.steps, unit="step", desc="invert")
 
     def show(step: int, terms: dict[str, torch.Tensor]) -> None:
         bar.set_postfix({k: f"{v.item():.4f}" for k, v in terms.items()}, refresh=False)
         bar.update(1)
 
     start = time.time()
-    result = invert(G, to_tensor(target).to(device), loss_fn, cfg, callback=show)
+    result = invert(G, to_tensor(target).to(device), loss_fn, cfg.inverter, callback=show)
     bar.close()
     w_plus = result.w_plus[0].cpu().numpy().astype(np.float32)
     buffer = io.BytesIO()

@@ -14,11 +14,10 @@ refused (fresh=true discards the folder's earlier results instead).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +41,8 @@ from inversion.dataset import (
     write_shard,
 )
 from inversion.inverter import InverterOptions
-from inversion.losses import LossWeights, build_inversion_loss
-from stylegan3.config import parse_cli, save_config
+from inversion.losses import LossOptions
+from stylegan3.config import inline, parse_cli, save_config, to_dict
 from stylegan3.images import write_image
 from stylegan3.io import atomic_write
 from stylegan3.runtime import DistEnv, resolve_device
@@ -54,7 +53,8 @@ from stylegan3.sampling import (
 
 
 @dataclass
-class InvertDatasetConfig(InverterOptions):
+class InvertDatasetConfig:
+    inverter: InverterOptions = inline(InverterOptions)  # steps, lr, beta1, beta2, eps, early_stop_*, joint_pass, ...
     input: str = ""  # manifest.jsonl from prepare_dataset.py, or a folder of aligned images
     out: str = "out/latents"  # output folder (rerun with the same one to resume)
     network: str = "stylegan3-r-ffhq-1024x1024"  # .pkl, weights folder or known name
@@ -65,10 +65,7 @@ class InvertDatasetConfig(InverterOptions):
     warm_steps: int = 200  # steps for warm-started frames (sequential)
     limit: int | None = None  # only the first N frames (trying things out)
     previews: int = 0  # every N-th frame, save target | reconstruction under OUT/previews (0 = none)
-    loss: LossWeights = field(default_factory=LossWeights)  # eq. 3.5 weights; 0 turns a term off
-    loss_resolution: int | None = None  # LPIPS at full resolution (thesis) or at this size (e.g. 256)
-    arcface: str | None = None  # model_ir_se50.pth path (default: the cache)
-    alexnet: str | None = None  # torchvision AlexNet weights for LPIPS (default: torch hub cache / our cache)
+    losses: LossOptions = inline(LossOptions)  # loss.*, loss_resolution, arcface, alexnet
     fresh: bool = False  # discard OUT's earlier results and start over (else a rerun must match run.json)
 
 
@@ -80,8 +77,8 @@ RESULT_FILES = ("latents", "logs", "previews", "losses.jsonl", "failures.jsonl",
 
 def result_settings(cfg: InvertDatasetConfig) -> dict:
     """The settings a resumed run must share with the run that started the folder."""
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE_KEYS}
-    if not cfg.joint_pass:
+    settings = {k: v for k, v in to_dict(cfg).items() if k not in RESUMABLE_KEYS}
+    if not cfg.inverter.joint_pass:
         settings.pop("batch_size")
     return settings
 
@@ -106,7 +103,7 @@ def main(argv: list[str] | None = None) -> Path:
         if not cfg.fresh:
             check_run(out, record)  # every rank reads the same file: all refuse together
         G = stylegan3.load(cfg.network, device=device)
-        loss_fn = build_inversion_loss(cfg.loss, cfg.loss_resolution, cfg.arcface, cfg.alexnet, device)
+        loss_fn = cfg.losses.build(device)
     except (OSError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     if rank == 0:
@@ -128,7 +125,7 @@ def main(argv: list[str] | None = None) -> Path:
             todo.append((k, shards[k]))
         elif failed := shard_failures(out, k):
             todo.append((k, retry_frames(shards[k], {f for f, _ in failed}, sequential)))
-    options = InverterOptions(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(InverterOptions)})
+    options = cfg.inverter
 
     position = {frame.id: i for i, frame in enumerate(frames)} if cfg.previews else {}
 

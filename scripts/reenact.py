@@ -18,7 +18,7 @@ themselves (``motion=absolute``, the thesis's setting); see ``reenactment/faces/
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -27,9 +27,8 @@ from tqdm import tqdm
 
 import stylegan3
 from inversion.inverter import InverterOptions
-from inversion.losses import LossWeights
+from inversion.losses import LossOptions
 from reenactment.faces.landmarks import LandmarkDetector, NoFaceError
-from reenactment.faces.motion import check_motion_options
 from reenactment.model.mapper import load_mapper
 from reenactment.pipeline import (
     DrivingOptions,
@@ -41,14 +40,15 @@ from reenactment.pipeline import (
     reenact,
 )
 from stylegan3 import WeightsFileError, WeightsNotFoundError
-from stylegan3.config import exit_with_error, parse_cli, save_config
+from stylegan3.config import exit_with_error, inline, parse_cli, save_config
 from stylegan3.runtime import resolve_device
 
 
 @dataclass
-class ReenactConfig(DrivingOptions):
+class ReenactConfig:
     POSITIONAL: ClassVar[tuple[str, ...]] = ("source", "driving")
     ALIASES: ClassVar[dict[str, str]] = {"-o": "output"}
+    driving_options: DrivingOptions = inline(DrivingOptions)  # tracking (smooth*, tilt, crop*) and motion options
     source: str = ""  # photo of the person to animate
     driving: str = ""  # driving video (or one image)
     output: str = "out/reenacted.mp4"  # -o: the mp4 to write (an image when DRIVING is an image)
@@ -63,10 +63,7 @@ class ReenactConfig(DrivingOptions):
     latent: str | None = None  # the source's W+ as .npy [num_ws, w_dim]: skip inverting it
     cache: bool = True  # cache the source latent under $REENACT_CACHE/latents
     steps: int = 1000  # inversion steps for the source (thesis: 1000)
-    loss: LossWeights = field(default_factory=LossWeights)  # inversion loss weights (eq. 3.5)
-    loss_resolution: int | None = None  # LPIPS resolution for the inversion (None: full)
-    arcface: str | None = None  # model_ir_se50.pth for the inversion's ID loss
-    alexnet: str | None = None  # torchvision AlexNet weights for the inversion's LPIPS
+    losses: LossOptions = inline(LossOptions)  # the source's inversion loss: loss.*, loss_resolution, arcface, alexnet
     save_track: str | None = None  # also write the landmark track (source, driving, target, fps) to this .npz
     show_landmarks: bool = False  # with --concat: a last panel with the target landmarks the mapper is shown
 
@@ -77,16 +74,14 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit("error: give SOURCE, DRIVING and --mapper MAPPER_DIR")
     start = time.time()
     try:
-        check_motion_options(cfg.motion, cfg.pose, cfg.reference, cfg.motion_scale, cfg.regions)
+        cfg.driving_options.check()
         check_driving(cfg.driving, cfg.output)  # before the models load and the source is inverted
         device = resolve_device(cfg.device)
         G = stylegan3.load(cfg.network, device=device)
         mapper = load_mapper(cfg.mapper, device=device)
         check_networks(G, mapper)
         detector = LandmarkDetector(cfg.backend)
-        settings = SourceInversion(
-            InverterOptions(steps=cfg.steps), cfg.loss, cfg.loss_resolution, cfg.arcface, cfg.alexnet
-        )
+        settings = SourceInversion(InverterOptions(steps=cfg.steps), cfg.losses)
         if cfg.latent:
             latent = np.load(cfg.latent)
             source = prepare_source(
@@ -95,7 +90,7 @@ def main(argv: list[str] | None = None) -> Path:
                 detector,
                 settings,
                 device,
-                cfg.tracking.tilt,
+                cfg.driving_options.tracking.tilt,
                 latent=latent,
                 face=cfg.face,
                 report=tqdm.write,
@@ -108,7 +103,7 @@ def main(argv: list[str] | None = None) -> Path:
                 detector,
                 settings,
                 device,
-                cfg.tracking.tilt,
+                cfg.driving_options.tracking.tilt,
                 cfg.cache,
                 lambda s, t: bar.update(1),
                 face=cfg.face,
@@ -124,30 +119,28 @@ def main(argv: list[str] | None = None) -> Path:
             cfg.driving,
             cfg.output,
             detector,
-            cfg,
-            cfg.batch_size,
-            cfg.concat,
-            written.update,
-            tracked.update,
-            cfg.paste_back,
-            track_file=cfg.save_track,
+            options=cfg.driving_options,
+            batch_size=cfg.batch_size,
+            concat=cfg.concat,
+            paste_back=cfg.paste_back,
             show_landmarks=cfg.show_landmarks,
+            track_file=cfg.save_track,
+            on_frames=written.update,
+            on_tracked=tracked.update,
         )
         tracked.close()
         written.close()
     except (WeightsNotFoundError, WeightsFileError, OSError, ValueError, NoFaceError) as err:
         exit_with_error(err)
-    out = Path(result["output"])
+    out = result.output
     save_config(cfg, out.with_name(out.stem + ".config.yaml"))
-    if result["missing"]:
-        print(
-            f"{result['missing']} of {result['frames']} driving frames had no face: they reuse the last good landmarks"
-        )
-    reference = result["reference"]
-    print(f"motion: {result['motion']}" + ("" if reference is None else f", from driving frame {reference}"))
+    if result.missing:
+        print(f"{result.missing} of {result.frames} driving frames had no face: they reuse the last good landmarks")
+    reference = result.reference
+    print(f"motion: {result.motion}" + ("" if reference is None else f", from driving frame {reference}"))
     if cfg.save_track:
         print(f"landmark track: {cfg.save_track}")
-    print(f"wrote {out} ({result['frames']} frames) in {time.time() - start:.1f} s")
+    print(f"wrote {out} ({result.frames} frames) in {time.time() - start:.1f} s")
     return out
 
 

@@ -196,7 +196,7 @@ def test_python_api_motion_options(tmp_path, mapper_dir):
     from conftest import detector, load_fixture
 
     from reenactment.model.mapper import load_mapper
-    from reenactment.pipeline import DrivingOptions, Reenactor, SourceInversion, prepare_source
+    from reenactment.pipeline import DrivingOptions, Reenactor, ReenactResult, SourceInversion, prepare_source
     from reenactment.pipeline import reenact as reenact_api
 
     G = load_fixture("sg2_64").eval()
@@ -208,10 +208,12 @@ def test_python_api_motion_options(tmp_path, mapper_dir):
     reenactor.frames = lambda points: (shown.append(points), frames(points))[1]
     clip = short_clip(tmp_path / "short.mp4", 12)
 
-    def run(options: DrivingOptions) -> tuple[np.ndarray, dict]:
+    def run(options: DrivingOptions) -> tuple[np.ndarray, ReenactResult]:
         shown.clear()
-        result = reenact_api(reenactor, clip, tmp_path / "api.mp4", det, options, 5, track_file=tmp_path / "t.npz")
-        assert result["frames"] == 12 and probe_video(tmp_path / "api.mp4").frame_count == 12
+        result = reenact_api(
+            reenactor, clip, tmp_path / "api.mp4", det, options=options, batch_size=5, track_file=tmp_path / "t.npz"
+        )
+        assert result.frames == 12 and probe_video(tmp_path / "api.mp4").frame_count == 12
         with np.load(tmp_path / "t.npz") as data:
             np.testing.assert_array_equal(np.concatenate(shown), data["target"])  # the mapper sees the target
             return data["target"], result
@@ -219,14 +221,14 @@ def test_python_api_motion_options(tmp_path, mapper_dir):
     still, result = run(DrivingOptions(motion_scale=0.0))
     np.testing.assert_allclose(still, np.broadcast_to(source.points, still.shape), atol=1e-4)
     moving, result = run(DrivingOptions())
-    assert result["motion"] == "relative" and np.abs(moving - source.points).max() > 0.3
+    assert result.motion == "relative" and np.abs(moving - source.points).max() > 0.3
     absolute, result = run(DrivingOptions(motion="absolute"))
-    assert result["reference"] is None and np.abs(absolute - moving).max() > 0.3
+    assert result.reference is None and np.abs(absolute - moving).max() > 0.3
     lips, _ = run(DrivingOptions(regions="lips", reference="first"))
     np.testing.assert_array_equal(lips[:, :48], np.broadcast_to(source.points[:48].astype(np.float32), (12, 48, 2)))
     assert np.abs(lips[:, 48:68] - source.points[48:68]).max() > 0.1
     with pytest.raises(ValueError, match="regions: unknown mouth"):
-        reenact_api(reenactor, clip, tmp_path / "bad.mp4", det, DrivingOptions(regions="mouth"))
+        reenact_api(reenactor, clip, tmp_path / "bad.mp4", det, options=DrivingOptions(regions="mouth"))
     assert not (tmp_path / "bad.mp4").exists()
 
 
