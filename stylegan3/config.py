@@ -156,6 +156,7 @@ def _apply(obj: Any, key: str, value: Any, prefix: str = "") -> None:
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Build ``cls()`` then apply the YAML file at ``path`` and ``key=value`` overrides in order."""
+    visible_fields(cls)  # two option groups lending one key: an error in the class, whatever is given
     cfg = cls()
     if path is not None:
         data = yaml.safe_load(Path(path).read_text()) or {}

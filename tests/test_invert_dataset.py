@@ -128,7 +128,7 @@ def test_bad_input_is_a_clear_error(tmp_path):
 
 def in_process(inp: Path, out: Path, *extra: str) -> Path:
     """invert_dataset.py's main in this process (its thread count for the reference runs too)."""
-    return invert_dataset.main(cmd(inp, out, *extra)[2:])
+    return invert_dataset.main(cmd(inp, out, *extra)[3:])
 
 
 def test_full_loss_latents_and_losses_equal_single_runs(frames_dir, tmp_path):

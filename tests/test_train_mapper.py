@@ -4,6 +4,7 @@ run resumes to the same numbers, torchrun with two CPU processes, the image-spac
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -216,7 +217,7 @@ def test_missing_latents_are_named_or_dropped(dataset, caplog):
 
 def train_pair_loss(model: torch.nn.Module, data: Path, cfg: TrainMapperConfig) -> float:
     """The latent loss of ``model`` (eval mode) over the training pairs of ``cfg``'s split."""
-    ds = LandmarkPairs(data / "manifest.jsonl", data / "inverted", cfg.image_size)
+    ds = LandmarkPairs(data / "manifest.jsonl", data / "inverted", cfg.architecture.image_size)
     train, _ = ds.split_indices(cfg.split, cfg.val_fraction, cfg.seed)
     items = [ds[k] for k in train]
     w_s = torch.from_numpy(np.stack([it["w_s"] for it in items]))
@@ -232,7 +233,7 @@ def test_training_lowers_the_loss_tenfold(dataset, full_run):
     assert [r["epoch"] for r in history] == list(range(1, cfg.epochs + 1))
     trained = load_mapper(full_run)
     torch.manual_seed(cfg.seed)  # the trainer's initial weights
-    untrained = MappingNetwork(cfg.image_size, 10, 64, cfg.channels, cfg.hidden)
+    untrained = MappingNetwork(num_ws=10, w_dim=64, **dataclasses.asdict(cfg.architecture))
     before, after = train_pair_loss(untrained, dataset, cfg), train_pair_loss(trained, dataset, cfg)
     first, last = history[0], history[-1]
     print(
@@ -345,4 +346,9 @@ def test_thesis_config_is_the_default():
     cfg = load_config(TrainMapperConfig, REPO / "configs" / "train_mapper.yaml")
     assert cfg == TrainMapperConfig()
     assert (cfg.lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.batch_size, cfg.epochs) == (2e-4, 0.9, 0.999, 1e-4, 32, 20)
-    assert (cfg.latent_loss_weight, cfg.image_size, cfg.split, cfg.val_fraction) == (10.0, 580, "identity", 0.1)
+    assert (cfg.latent_loss_weight, cfg.architecture.image_size, cfg.split, cfg.val_fraction) == (
+        10.0,
+        580,
+        "identity",
+        0.1,
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,15 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.act(self.bn(self.conv(x))))
+
+
+@dataclass
+class MapperArchitecture:
+    """The mapping network's shape: ``MappingNetwork(num_ws=..., w_dim=..., **asdict(architecture))``."""
+
+    image_size: int = 580  # landmark image side (thesis: 580)
+    channels: list[int] = field(default_factory=lambda: list(THESIS_CHANNELS))  # conv block widths (8 in thesis)
+    hidden: int = 768  # head hidden width
 
 
 class MappingNetwork(nn.Module):

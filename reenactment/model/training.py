@@ -44,7 +44,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -59,12 +59,12 @@ from tqdm import tqdm
 
 import stylegan3
 from reenactment.data.mapper_data import LandmarkPairs
-from stylegan3.config import save_config
+from stylegan3.config import inline, save_config, to_dict
 from stylegan3.io import atomic_write
 from stylegan3.runtime import DistEnv, resolve_device
 from stylegan3.sampling import synthesize
 
-from .mapper import THESIS_CHANNELS, WEIGHTS_FILE, MappingNetwork, landmark_delta, save_mapper
+from .mapper import WEIGHTS_FILE, MapperArchitecture, MappingNetwork, landmark_delta, save_mapper
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +96,8 @@ class TrainMapperConfig:
     latent_loss_weight: float = 10.0  # the 10 of eq. 3.7
     image_loss_weight: float = 0.0  # > 0: add this * MSE(G(prediction), G(w_d)) through the frozen generator
     network: str | None = None  # generator for the image loss (.pkl, weights folder or known name)
-    image_size: int = 580  # landmark image side (thesis: 580)
+    architecture: MapperArchitecture = inline(MapperArchitecture)  # image_size, channels, hidden
     frame_size: int | None = None  # aligned frame side of the landmarks (default: prepare_options.json, else 1024)
-    channels: list[int] = field(default_factory=lambda: list(THESIS_CHANNELS))  # conv block widths (8 in thesis)
-    hidden: int = 768  # head hidden width
     split: str = "identity"  # identity (each person wholly in train or val) or frame (author's code; leaks)
     val_fraction: float = 0.1  # share of identities (or frames) held out for validation
     allow_missing: bool = False  # train without frames that have no latent (else that is an error)
@@ -209,7 +207,9 @@ class MapperTrainer:
         if self.local_batch < 2:
             raise ValueError(f"batch_size {cfg.batch_size} gives {self.local_batch} per process; BatchNorm needs 2+")
 
-        self.data = LandmarkPairs(cfg.manifest, cfg.latents, cfg.image_size, cfg.frame_size, cfg.allow_missing)
+        self.data = LandmarkPairs(
+            cfg.manifest, cfg.latents, cfg.architecture.image_size, cfg.frame_size, cfg.allow_missing
+        )
         train_idx, val_idx = self.data.split_indices(cfg.split, cfg.val_fraction, cfg.seed)
         if len(train_idx) < 2:
             raise ValueError(f"only {len(train_idx)} training pairs: BatchNorm needs at least 2")
@@ -218,7 +218,8 @@ class MapperTrainer:
         self.num_val = len(val_idx)
 
         torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed alone
-        model = MappingNetwork(cfg.image_size, self.data.num_ws, self.data.w_dim, cfg.channels, cfg.hidden)
+        arch = dataclasses.asdict(cfg.architecture)
+        model = MappingNetwork(num_ws=self.data.num_ws, w_dim=self.data.w_dim, **arch)
         self.mapper = model.to(self.device)
         if self.env.world > 1 and cfg.sync_batchnorm and self.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -367,7 +368,7 @@ class MapperTrainer:
             "scaler": self.scaler.state_dict(),
             "rng": rng_state(),
             "history": self.history,
-            "config": dataclasses.asdict(self.cfg),
+            "config": to_dict(self.cfg),
             "world_size": self.env.world,
             "data": self.data.fingerprint(),
         }
@@ -382,10 +383,10 @@ class MapperTrainer:
     def load_checkpoint(self, folder: Path) -> None:
         """Continue from a checkpoint folder: weights, optimiser, scaler, RNG, epoch and log."""
         state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
-        now = dataclasses.asdict(self.cfg)
+        now = to_dict(self.cfg)
         changed = sorted(k for k, v in now.items() if k not in RESUMABLE_CHANGES and state["config"].get(k) != v)
         if changed:
-            detail = ", ".join(f"{k}: {state['config'].get(k)!r} -> {getattr(self.cfg, k)!r}" for k in changed)
+            detail = ", ".join(f"{k}: {state['config'].get(k)!r} -> {now[k]!r}" for k in changed)
             raise ValueError(
                 f"{self.out} was trained with other settings ({detail}); use a new out folder or resume=false there"
             )
