@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,6 +187,57 @@ def check_run(out: Path, record: dict) -> None:
         else:
             what = f"the same frames in other shards ({len(old_shards)} shards before, {len(record['shards'])} now)"
         raise ValueError(f"{out} was started on other frames: {what}; {hint}")
+
+
+def pending_work(
+    out: Path, shards: list[list[Frame]], rank: int = 0, world: int = 1, sequential: bool = False
+) -> list[tuple[int, list[Frame]]]:
+    """What process ``rank`` of ``world`` still has to do in ``out``: ``(shard index, frames to invert)`` for each
+    of its shards (every ``world``-th) that is not written yet, or that holds failed frames to retry
+    (:func:`retry_frames`)."""
+    todo: list[tuple[int, list[Frame]]] = []
+    for k in range(rank, len(shards), world):
+        if not shard_path(out, k).is_file():
+            todo.append((k, shards[k]))
+        elif failed := shard_failures(out, k):
+            todo.append((k, retry_frames(shards[k], {f for f, _ in failed}, sequential)))
+    return todo
+
+
+RESULT_FILES = ("latents", "logs", "previews", "losses.jsonl", "failures.jsonl", "index.json", RUN_FILE)
+
+
+def clear_results(out: Path) -> None:
+    """Remove an earlier run's results from ``out`` (``fresh=true``); other files there are left alone."""
+    for name in RESULT_FILES:
+        target = out / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+
+
+def finalize(out: Path, num_shards: int, G: nn.Module, frames: list) -> int | None:
+    """Once every shard exists: merge the shard logs into losses.jsonl, the failed frames into failures.jsonl and
+    write index.json, each atomically. Returns the number of failed frames (None while shards are missing)."""
+    missing = [k for k in range(num_shards) if not shard_path(out, k).is_file()]
+    if missing:
+        print(f"{len(missing)} shards are not finished yet (another process or a rerun will do them)")
+        return None
+    lines, failures = [], []
+    for k in range(num_shards):
+        lines.append((out / "logs" / f"shard_{k:06d}.jsonl").read_text())
+        failures += shard_failures(out, k)
+    atomic_write(out / "losses.jsonl", "".join(lines))
+    paths = {frame.id: str(frame.path) for frame in frames}
+    failed = [json.dumps({"id": i, "path": paths.get(i), "reason": r}) + "\n" for i, r in failures]
+    atomic_write(out / "failures.jsonl", "".join(failed))
+    index = {
+        "num_shards": num_shards,
+        "num_ws": G.num_ws,
+        "w_dim": G.w_dim,
+        "frames": sum(len(x.splitlines()) for x in lines),
+        "failed": len(failures),
+    }
+    atomic_write(out / "index.json", json.dumps(index, indent=1))
+    return len(failures)
 
 
 def load_latents(out: str | Path) -> dict[str, np.ndarray]:

@@ -15,7 +15,6 @@ refused (fresh=true discards the folder's earlier results instead).
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +29,14 @@ from inversion.dataset import (
     RUN_FILE,
     DatasetInversion,
     check_run,
+    clear_results,
+    finalize,
     frames_from_input,
     make_shards,
     merge_shard,
+    pending_work,
     read_shard,
-    retry_frames,
     run_record,
-    shard_failures,
-    shard_path,
     write_shard,
 )
 from inversion.inverter import InverterOptions
@@ -72,7 +71,6 @@ class InvertDatasetConfig:
 # Keys that do not change any latent: they may differ when a run resumes. ``batch_size`` too, unless
 # ``joint_pass`` (then the batch's company changes the float32 rounding).
 RESUMABLE_KEYS = frozenset({"input", "out", "device", "limit", "previews", "log_every", "fresh"})
-RESULT_FILES = ("latents", "logs", "previews", "losses.jsonl", "failures.jsonl", "index.json", RUN_FILE)
 
 
 def result_settings(cfg: InvertDatasetConfig) -> dict:
@@ -109,22 +107,12 @@ def main(argv: list[str] | None = None) -> Path:
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         if cfg.fresh:
-            for name in RESULT_FILES:
-                target = out / name
-                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+            clear_results(out)
         atomic_write(out / RUN_FILE, json.dumps(record) + "\n")
         save_config(cfg, out / "config.yaml")
     if world > 1:
         dist.barrier()  # the folder is set up before anyone looks at its shards
-    sequential = cfg.warm_start == "sequential"
-    todo: list[tuple[int, list]] = []  # (shard, frames to invert)
-    for k in range(len(shards)):
-        if k % world != rank:
-            continue
-        if not shard_path(out, k).is_file():
-            todo.append((k, shards[k]))
-        elif failed := shard_failures(out, k):
-            todo.append((k, retry_frames(shards[k], {f for f, _ in failed}, sequential)))
+    todo = pending_work(out, shards, rank, world, sequential=cfg.warm_start == "sequential")
     options = cfg.inverter
 
     position = {frame.id: i for i, frame in enumerate(frames)} if cfg.previews else {}
@@ -161,32 +149,6 @@ def main(argv: list[str] | None = None) -> Path:
     if world > 1:
         dist.destroy_process_group()
     return out
-
-
-def finalize(out: Path, num_shards: int, G: torch.nn.Module, frames: list) -> int | None:
-    """Once every shard exists: merge the shard logs into losses.jsonl, the failed frames into failures.jsonl and
-    write index.json, each atomically. Returns the number of failed frames (None while shards are missing)."""
-    missing = [k for k in range(num_shards) if not shard_path(out, k).is_file()]
-    if missing:
-        print(f"{len(missing)} shards are not finished yet (another process or a rerun will do them)")
-        return None
-    lines, failures = [], []
-    for k in range(num_shards):
-        lines.append((out / "logs" / f"shard_{k:06d}.jsonl").read_text())
-        failures += shard_failures(out, k)
-    atomic_write(out / "losses.jsonl", "".join(lines))
-    paths = {frame.id: str(frame.path) for frame in frames}
-    failed = [json.dumps({"id": i, "path": paths.get(i), "reason": r}) + "\n" for i, r in failures]
-    atomic_write(out / "failures.jsonl", "".join(failed))
-    index = {
-        "num_shards": num_shards,
-        "num_ws": G.num_ws,
-        "w_dim": G.w_dim,
-        "frames": sum(len(x.splitlines()) for x in lines),
-        "failed": len(failures),
-    }
-    atomic_write(out / "index.json", json.dumps(index, indent=1))
-    return len(failures)
 
 
 if __name__ == "__main__":
