@@ -1,2 +1,4 @@
-"""GAN inversion into W+: the thesis's losses (``losses``), ArcFace IR-SE50 (``arcface``), LPIPS (``perceptual``),
-the batched Adam inverter (``inverter``), targets from photos (``targets``) and dataset sharding (``dataset``)."""
+"""GAN inversion of aligned images into W+: the thesis's losses (``losses``), ArcFace IR-SE50 (``arcface``),
+LPIPS (``perceptual``), the batched Adam inverter (``inverter``), image tensors (``targets``) and a dataset's
+sharded, resumable inversion (``dataset``). It imports only ``stylegan3``: reading and aligning a photo is
+``reenactment.faces.align.load_target``."""
