@@ -1,4 +1,5 @@
-"""StyleGAN2 / StyleGAN3 generators in pure PyTorch, loading NVIDIA's pickles without running them."""
+"""StyleGAN2 / StyleGAN3 generators in pure PyTorch, loading NVIDIA's pickles without running them; and the project's
+base, which every other package may import: configs, image files, weights and atomic files, runtime, sampling."""
 
 from .io import KNOWN_MODELS, WeightsFileError, WeightsNotFoundError, build, cache_dir, fetch_weights, load, save
 from .legacy import UnsafePickleError
