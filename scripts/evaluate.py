@@ -20,7 +20,7 @@ from typing import ClassVar
 
 from tqdm import tqdm
 
-from reenactment.evaluation import (
+from reenactment.evaluation.evaluate import (
     MODES,
     EvaluationOptions,
     PairingError,

@@ -1,4 +1,4 @@
-"""scripts/evaluate.py and reenactment.evaluation on a small aligned example made from the sample photos."""
+"""scripts/evaluate.py and reenactment.evaluation.evaluate on a small aligned example made from the sample photos."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import SAMPLES, detector
 
-from reenactment import evaluation as E
-from reenactment import metrics as M
+from reenactment.evaluation import evaluate as E
+from reenactment.evaluation import metrics as M
 from reenactment.faces.align import align_face
 from scripts.evaluate import main
 from stylegan3.images import read_image, write_image

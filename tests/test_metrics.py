@@ -12,7 +12,7 @@ from conftest import SAMPLES, detector, grid_frames
 from PIL import Image
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
-from reenactment import metrics as M
+from reenactment.evaluation import metrics as M
 from reenactment.faces import head_pose
 from reenactment.faces.align import align_face
 from stylegan3.images import read_image

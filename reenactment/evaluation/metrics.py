@@ -29,8 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .faces.head_pose import estimate_pose
-from .faces.landmarks import inter_ocular_distance
+from ..faces.head_pose import estimate_pose
+from ..faces.landmarks import inter_ocular_distance
 
 log = logging.getLogger(__name__)
 
@@ -374,7 +374,7 @@ class DlibFaceEmbedder:
 
         from stylegan3 import WeightsNotFoundError
 
-        from .faces.landmarks import face_recognition_models_dir
+        from ..faces.landmarks import face_recognition_models_dir
 
         path = Path(model_path) if model_path is not None else face_recognition_models_dir() / DLIB_EMBEDDING_FILE
         if not path.is_file():

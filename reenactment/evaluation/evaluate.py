@@ -1,6 +1,6 @@
 """Evaluate results against ground truth the way the thesis's Tables 4.1, 4.3 and 4.4 do.
 
-Modes and their columns (the thesis's names; the metric functions are in ``reenactment.metrics``):
+Modes and their columns (the thesis's names; the metric functions are in ``reenactment.evaluation.metrics``):
 
 - ``inversion`` (Table 4.1): MSE, SSIM, PSNR, LPIPS, ID (real vs inverted), FID; extra ``ID_dlib``.
 - ``self`` (Table 4.3): L1, SSIM, PSNR, LMD, FID (driving frame = ground truth vs output).
@@ -84,7 +84,7 @@ THESIS_TABLES: dict[str, dict] = {
 }
 THESIS_AUH_NOTE = (
     "The thesis's AUH comes from an action-unit detector (as in HeadGAN/PECHead); ours from landmark geometry "
-    "(see reenactment.metrics.ACTION_UNITS): compare trends, not values."
+    "(see reenactment.evaluation.metrics.ACTION_UNITS): compare trends, not values."
 )
 
 
@@ -259,7 +259,7 @@ def load_networks(mode: str, options: EvaluationOptions) -> tuple[Networks, dict
     wants_dlib_id = options.dlib_identity and "ID_dlib" in EXTRA_COLUMNS[mode]
     if "landmarks" in needs or wants_dlib_id:
         try:
-            from .faces.landmarks import LandmarkDetector
+            from ..faces.landmarks import LandmarkDetector
 
             nets.landmarks = LandmarkDetector("dlib")
         except (FileNotFoundError, ImportError, OSError) as err:
@@ -315,7 +315,7 @@ class _Faces:
     def landmarks(self, path: Path, image: np.ndarray) -> np.ndarray | str:
         """[70, 2] points, or the reason there are none."""
         if path not in self.points:
-            from .faces.landmarks import NoFaceError
+            from ..faces.landmarks import NoFaceError
 
             try:
                 self.points[path] = self.nets.landmarks(image, name=str(path))
