@@ -11,81 +11,38 @@ Modes and their columns (the thesis's names; the metric functions are in ``reena
 Files are paired explicitly (``pair_files``: same relative path without extension; ``read_manifest``: a CSV or
 JSON Lines list); unpaired names are an error that lists them. A metric whose network or weights file is
 missing is reported in ``missing`` with the reason, and every other metric is still computed.
+
+Each metric is one ``Metric`` record in ``METRICS`` (the network it needs, its direction, label and how it is
+computed) and each table one ``Mode`` in ``MODES``, so a new metric is one entry; the thesis's published rows
+are data, in ``thesis_tables.yaml``.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 
 from stylegan3.images import IMAGE_SUFFIXES, image_size, read_image
 from stylegan3.io import atomic_write
 
 from . import metrics as M
 
-MODES = ("inversion", "self", "cross")
-TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
-    "inversion": ("MSE", "SSIM", "PSNR", "LPIPS", "ID", "FID"),
-    "self": ("L1", "SSIM", "PSNR", "LMD", "FID"),
-    "cross": ("ID", "ARD", "AUH"),
-}
-EXTRA_COLUMNS: dict[str, tuple[str, ...]] = {
-    "inversion": ("ID_dlib",),
-    "self": (),
-    "cross": ("ID_dlib", "ARD_yaw", "ARD_pitch", "ARD_roll"),
-}
-HIGHER_IS_BETTER = {"SSIM", "PSNR"}
-LABELS = {"AUH": "AUH (landmark approximation)"}
-
-# The thesis's published rows (its text, full precision). "thesis" is the thesis's own method ("Ours" there).
-THESIS_TABLES: dict[str, dict] = {
-    "inversion": {
-        "title": "GAN inversion (thesis Table 4.1)",
-        "data": "thesis: the first 1,000 CelebA-HQ images at 1024x1024",
-        "rows": {
-            "I2S": (0.0111, 0.6668, 28.7689, 0.2035, 0.1476, 26.5206),
-            "pSp": (0.0103, 0.6432, 29.2807, 0.2771, 0.1958, 34.9150),
-            "e4e": (0.0137, 0.6256, 29.1159, 0.2997, 0.2673, 37.1348),
-            "FSE": (0.0048, 0.6870, 30.5188, 0.1532, 0.0937, 19.9567),
-            "thesis": (0.0115, 0.6449, 29.1421, 0.1766, 0.0640, 32.3636),
-        },
-    },
-    "self": {
-        "title": "Self-reenactment (thesis Table 4.3)",
-        "data": "thesis: MEAD test frames (neutral, frontal), source and driving from the same person",
-        "rows": {
-            "X2Face": (0.0490, 0.5460, 30.2264, 4.5331, 146.5701),
-            "FOMM": (0.0403, 0.7783, 30.8781, 4.5673, 125.4573),
-            "MRAA": (0.0382, 0.8024, 30.9817, 3.9182, 111.9126),
-            "DaGAN": (0.0425, 0.7775, 30.5575, 4.8296, 120.6387),
-            "thesis": (0.0418, 0.8368, 30.0414, 2.8277, 121.2479),
-        },
-    },
-    "cross": {
-        "title": "Cross-identity reenactment (thesis Table 4.4)",
-        "data": "thesis: MEAD test frames, source and driving from different people",
-        "rows": {
-            "X2Face": (0.3861, 3.0224, 0.2256),
-            "FOMM": (0.1142, 2.7688, 0.1745),
-            "MRAA": (0.2093, 2.9065, 0.2091),
-            "DaGAN": (0.1077, 2.6530, 0.1541),
-            "thesis": (0.0908, 1.4558, 0.1183),
-        },
-    },
-}
-THESIS_AUH_NOTE = (
-    "The thesis's AUH comes from an action-unit detector (as in HeadGAN/PECHead); ours from landmark geometry "
-    "(see reenactment.evaluation.metrics.ACTION_UNITS): compare trends, not values."
-)
+# The thesis's published rows, titles and data (its text, full precision); "thesis" is its own method.
+_PUBLISHED = yaml.safe_load(resources.files(__package__).joinpath("thesis_tables.yaml").read_text())
+THESIS_TABLES: dict[str, dict] = _PUBLISHED["tables"]
+THESIS_AUH_NOTE: str = _PUBLISHED["auh_note"]
 
 
 class PairingError(ValueError):
@@ -201,29 +158,50 @@ class Networks:
     dlib_embedder: Callable | None = None  # (image, points) -> [128]
 
 
-NEEDS = {
-    "inversion": {"lpips", "arcface", "inception"},
-    "self": {"inception", "landmarks"},
-    "cross": {"arcface", "landmarks"},
-}
-# which network each metric needs (Networks field names)
-METRIC_NETWORK = {
-    "LPIPS": "lpips",
-    "ID": "arcface",
-    "FID": "inception",
-    "LMD": "landmarks",
-    "ARD": "landmarks",
-    "ARD_yaw": "landmarks",
-    "ARD_pitch": "landmarks",
-    "ARD_roll": "landmarks",
-    "AUH": "landmarks",
-    "ID_dlib": "dlib_embedder",
-}
+def _load_lpips(options: EvaluationOptions) -> Callable:
+    from inversion.perceptual import LPIPS
+
+    return LPIPS(options.lpips_alexnet, device=options.device)
 
 
-def columns(mode: str, dlib_identity: bool = True) -> tuple[str, ...]:
-    """The metrics ``mode`` reports: the thesis's table columns, then the extras."""
-    return TABLE_COLUMNS[mode] + tuple(c for c in EXTRA_COLUMNS[mode] if c != "ID_dlib" or dlib_identity)
+def _load_arcface(options: EvaluationOptions) -> Callable:
+    from inversion.arcface import IdentityEncoder
+
+    return IdentityEncoder.from_pretrained(options.arcface, device=options.device)
+
+
+def _load_inception(options: EvaluationOptions) -> Callable:
+    return M.load_fid_inception(options.inception, device=options.device)
+
+
+def _load_landmarks(options: EvaluationOptions) -> Callable:
+    from ..faces.landmarks import LandmarkDetector
+
+    return LandmarkDetector("dlib")
+
+
+def _load_dlib_embedder(options: EvaluationOptions) -> Callable:
+    return M.DlibFaceEmbedder()
+
+
+_WEIGHTS_ERRORS = (FileNotFoundError, ImportError, ValueError, OSError, RuntimeError)
+
+
+@dataclass(frozen=True)
+class _Loader:
+    build: Callable[[EvaluationOptions], Callable]
+    errors: tuple[type[Exception], ...]  # what counts as "unavailable" (a missing file or package), not a bug
+    needs: str | None = None  # a network (Networks field) that must load first; its metrics fail with it
+
+
+# In loading order (the order of the "missing" messages); keys are Networks fields.
+_LOADERS: dict[str, _Loader] = {
+    "lpips": _Loader(_load_lpips, _WEIGHTS_ERRORS),
+    "arcface": _Loader(_load_arcface, _WEIGHTS_ERRORS),
+    "inception": _Loader(_load_inception, _WEIGHTS_ERRORS),
+    "landmarks": _Loader(_load_landmarks, (FileNotFoundError, ImportError, OSError)),
+    "dlib_embedder": _Loader(_load_dlib_embedder, (FileNotFoundError, ImportError, OSError, RuntimeError), "landmarks"),
+}
 
 
 def _reason(err: Exception) -> str:
@@ -231,46 +209,23 @@ def _reason(err: Exception) -> str:
 
 
 def load_networks(mode: str, options: EvaluationOptions) -> tuple[Networks, dict[str, str]]:
-    """Build the networks ``mode`` needs. Returns them and ``{metric: reason}`` for each that could not be built
-    (a missing weights file, a missing package); the weights are resolved as ``stylegan3.fetch_weights`` does."""
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    """Build the networks ``mode``'s metrics need. Returns them and ``{metric: reason}`` for each metric whose
+    network could not be built (a missing weights file, a missing package); the weights are resolved as
+    ``stylegan3.fetch_weights`` does."""
+    wanted = [METRICS[name] for name in columns(mode, options)]
+    needed = {m.network for m in wanted}
+    needed |= {_LOADERS[n].needs for n in needed if n is not None and _LOADERS[n].needs is not None}
     nets, missing = Networks(), {}
-    needs = NEEDS[mode]
-    if "lpips" in needs:
+    for net, loader in _LOADERS.items():
+        if net not in needed or (loader.needs is not None and getattr(nets, loader.needs) is None):
+            continue
         try:
-            from inversion.perceptual import LPIPS
-
-            nets.lpips = LPIPS(options.lpips_alexnet, device=options.device)
-        except (FileNotFoundError, ImportError, ValueError, OSError, RuntimeError) as err:
-            missing["LPIPS"] = _reason(err)
-    if "arcface" in needs:
-        try:
-            from inversion.arcface import IdentityEncoder
-
-            nets.arcface = IdentityEncoder.from_pretrained(options.arcface, device=options.device)
-        except (FileNotFoundError, ImportError, ValueError, OSError, RuntimeError) as err:
-            missing["ID"] = _reason(err)
-    if "inception" in needs:
-        try:
-            nets.inception = M.load_fid_inception(options.inception, device=options.device)
-        except (FileNotFoundError, ImportError, ValueError, OSError, RuntimeError) as err:
-            missing["FID"] = _reason(err)
-    wants_dlib_id = options.dlib_identity and "ID_dlib" in EXTRA_COLUMNS[mode]
-    if "landmarks" in needs or wants_dlib_id:
-        try:
-            from ..faces.landmarks import LandmarkDetector
-
-            nets.landmarks = LandmarkDetector("dlib")
-        except (FileNotFoundError, ImportError, OSError) as err:
-            for name in columns(mode, options.dlib_identity):
-                if METRIC_NETWORK.get(name) in ("landmarks", "dlib_embedder"):
-                    missing[name] = _reason(err)
-    if wants_dlib_id and nets.landmarks is not None:
-        try:
-            nets.dlib_embedder = M.DlibFaceEmbedder()
-        except (FileNotFoundError, ImportError, OSError, RuntimeError) as err:
-            missing["ID_dlib"] = _reason(err)
+            setattr(nets, net, loader.build(options))
+        except loader.errors as err:
+            failed = {net} | {n for n, other in _LOADERS.items() if other.needs == net}
+            for metric in wanted:
+                if metric.network in failed:
+                    missing[metric.name] = _reason(err)
     return nets, missing
 
 
@@ -329,6 +284,222 @@ class _Faces:
         return self.descriptors[path]
 
 
+class _NoFace(Exception):
+    """A pair that a landmark metric cannot measure; the message says which image and why."""
+
+
+class _Sample:
+    """One pair's images (HxWx3 uint8) and, on demand, what its metrics share (pixels, landmarks)."""
+
+    def __init__(
+        self,
+        pair: Pair,
+        real: np.ndarray,
+        fake: np.ndarray,
+        source: np.ndarray | None,
+        reference: str,  # what identity metrics compare the output with: "real" or "source"
+        options: EvaluationOptions,
+        faces: _Faces,
+    ) -> None:
+        self.pair, self.real, self.fake, self.source = pair, real, fake, source
+        self.options, self.faces = options, faces
+        self.reference_path, self.reference = (pair.source, source) if reference == "source" else (pair.real, real)
+
+    @functools.cached_property
+    def pixels(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Real and fake as [1, 3, S, S] in [0, 1], at ``options.size`` (native when unset: both of one size)."""
+        pair, real, fake, size = self.pair, self.real, self.fake, self.options.size
+        x, y = _tensor(real, self.options.device), _tensor(fake, self.options.device)
+        if size:
+            return _resize(x, size), _resize(y, size)
+        if x.shape != y.shape:
+            raise ValueError(
+                f"pair {pair.name!r}: {pair.real} is {real.shape[1]}x{real.shape[0]} but {pair.fake} is "
+                f"{fake.shape[1]}x{fake.shape[0]}; set size=N to compare both at NxN"
+            )
+        return x, y
+
+    def points(self, *which: str) -> list[np.ndarray]:
+        """[70, 2] landmarks of the named images ("real", "fake", "reference"), in that order; raises ``_NoFace``
+        with the first one's reason where an image has no face."""
+        paths = {"real": self.pair.real, "fake": self.pair.fake, "reference": self.reference_path}
+        images = {"real": self.real, "fake": self.fake, "reference": self.reference}
+        found = [self.faces.landmarks(paths[w], images[w]) for w in which]
+        problem = next((p for p in found if isinstance(p, str)), None)
+        if problem is not None:
+            raise _NoFace(problem)
+        return found
+
+
+@dataclass
+class _Batch:
+    """One step's pairs."""
+
+    samples: list[_Sample]
+    nets: Networks
+    options: EvaluationOptions
+
+    def stack(self, images: str, size: int) -> torch.Tensor:
+        """The batch's ``images`` ("real", "fake", "reference") as [N, 3, size, size] in [0, 1]."""
+        device = self.options.device
+        return torch.cat([_resize(_tensor(getattr(s, images), device), size) for s in self.samples])
+
+
+def _pixel_metric(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable[[_Sample], float]:
+    return lambda s: float(fn(*s.pixels)[0])
+
+
+def _lpips(b: _Batch) -> list[float]:
+    size = b.options.lpips_size
+    return M.lpips_distance(b.stack("real", size), b.stack("fake", size), b.nets.lpips).tolist()
+
+
+def _identity(b: _Batch) -> list[float]:
+    # average-pooled to 256 first; ArcFace's pSp crop then takes 112
+    return M.identity_distance(b.stack("fake", 256), b.stack("reference", 256), b.nets.arcface).tolist()
+
+
+def _inception(b: _Batch) -> tuple[np.ndarray, np.ndarray]:
+    real = M.inception_features(_stack_299([s.real for s in b.samples], b.options.device), b.nets.inception)
+    fake = M.inception_features(_stack_299([s.fake for s in b.samples], b.options.device), b.nets.inception)
+    return real, fake
+
+
+def _lmd(s: _Sample) -> float:
+    real, fake = s.points("real", "fake")
+    return M.landmark_distance(real, fake, s.real.shape[:2], s.fake.shape[:2], s.options.lmd_size)
+
+
+def _ard(s: _Sample) -> dict[str, float]:
+    yaw, pitch, roll = M.rotation_distance(*s.points("real", "fake"))
+    return {"ARD": float(np.mean([yaw, pitch, roll])), "ARD_yaw": yaw, "ARD_pitch": pitch, "ARD_roll": roll}
+
+
+def _auh(s: _Sample) -> float:
+    return M.action_unit_hamming(*s.points("real", "fake"))
+
+
+def _dlib_identity(s: _Sample) -> float:
+    ref, fake = s.points("reference", "fake")
+    faces = s.faces
+    return M.embedding_distance(
+        faces.descriptor(s.reference_path, s.reference, ref), faces.descriptor(s.pair.fake, s.fake, fake)
+    )
+
+
+_SetFeatures = Callable[[_Batch], tuple[np.ndarray, np.ndarray]]  # (real, fake) features of one batch
+_SetDistance = Callable[[np.ndarray, np.ndarray], float]  # all real features, all fake features -> one number
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric: how it is reported and how it is computed (exactly one of ``per_pair``, ``per_batch``,
+    ``over_set``, or ``part_of``). Per-pair values are averaged over the pairs."""
+
+    name: str  # its key in metrics.json and per_pair.csv
+    network: str | None = None  # the Networks field it needs (None: pixels or nothing loaded)
+    higher_is_better: bool = False
+    label: str = ""  # its table header where that differs from the name
+    per_pair: Callable[[_Sample], float | dict[str, float]] | None = None  # a dict: also its parts' values
+    per_batch: Callable[[_Batch], list[float]] | None = None  # one value per pair of the batch, at once
+    over_set: tuple[_SetFeatures, _SetDistance] | None = None  # the whole set: features per batch, then one number
+    part_of: str | None = None  # computed by that metric's per_pair (ARD's angles)
+    compares_pixels: bool = False  # real and fake pixel by pixel: both of one size (or options.size)
+    uses_reference: bool = False  # compares the output with the mode's reference (the source in cross mode)
+    option: str | None = None  # an EvaluationOptions flag that turns it off when false
+
+    def __post_init__(self) -> None:
+        ways = [self.per_pair, self.per_batch, self.over_set, self.part_of]
+        if sum(w is not None for w in ways) != 1:
+            raise ValueError(f"metric {self.name}: give exactly one of per_pair, per_batch, over_set, part_of")
+
+    @property
+    def header(self) -> str:
+        return f"{self.label or self.name} {'↑' if self.higher_is_better else '↓'}"
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("MSE", per_pair=_pixel_metric(M.mse), compares_pixels=True),
+        Metric("L1", per_pair=_pixel_metric(M.l1), compares_pixels=True),
+        Metric("PSNR", higher_is_better=True, per_pair=_pixel_metric(M.psnr), compares_pixels=True),
+        Metric("SSIM", higher_is_better=True, per_pair=_pixel_metric(M.ssim), compares_pixels=True),
+        Metric("LPIPS", "lpips", per_batch=_lpips),
+        Metric("ID", "arcface", per_batch=_identity, uses_reference=True),
+        Metric("FID", "inception", over_set=(_inception, M.fid_from_features)),
+        Metric("LMD", "landmarks", per_pair=_lmd),
+        Metric("ARD", "landmarks", per_pair=_ard),
+        Metric("ARD_yaw", "landmarks", part_of="ARD"),
+        Metric("ARD_pitch", "landmarks", part_of="ARD"),
+        Metric("ARD_roll", "landmarks", part_of="ARD"),
+        Metric("AUH", "landmarks", label="AUH (landmark approximation)", per_pair=_auh),
+        Metric("ID_dlib", "dlib_embedder", per_pair=_dlib_identity, uses_reference=True, option="dlib_identity"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One of the thesis's tables: its columns (thesis_tables.yaml holds its published rows), our extras, and
+    what the identity metrics compare the output with."""
+
+    name: str
+    table: tuple[str, ...]  # the thesis's columns, in its order
+    extras: tuple[str, ...]  # reported below the table
+    reference: str  # "real" (the ground truth) or "source" (cross mode: the source image)
+    note: str  # how the numbers are measured, printed under the table
+
+
+MODES: dict[str, Mode] = {
+    m.name: m
+    for m in (
+        Mode(
+            "inversion",
+            ("MSE", "SSIM", "PSNR", "LPIPS", "ID", "FID"),
+            ("ID_dlib",),
+            "real",
+            "MSE, PSNR (dB), SSIM on [0, 1] RGB at native resolution, per image, averaged; LPIPS (AlexNet) at "
+            "256x256; ID = 1 - ArcFace (IR-SE50) cosine; FID with pytorch-fid's Inception (pool3, 2048-d); ID_dlib = "
+            "Euclidean distance of dlib's 128-d face descriptors (same person below about 0.6).",
+        ),
+        Mode(
+            "self",
+            ("L1", "SSIM", "PSNR", "LMD", "FID"),
+            (),
+            "real",
+            "L1, PSNR (dB), SSIM on [0, 1] RGB at native resolution, per image, averaged; LMD = mean distance of "
+            "dlib's 68 landmarks in pixels at 256x256; FID with pytorch-fid's Inception (pool3, 2048-d).",
+        ),
+        Mode(
+            "cross",
+            ("ID", "ARD", "AUH"),
+            ("ID_dlib", "ARD_yaw", "ARD_pitch", "ARD_roll"),
+            "source",
+            "ID = 1 - ArcFace (IR-SE50) cosine between source and output; ARD = mean absolute yaw/pitch/roll "
+            "difference in degrees between driving frame and output (pose fitted to dlib's 68 landmarks, "
+            "reenactment.faces.head_pose); AUH (landmark approximation) = fraction of 8 action units (AU1, AU2, AU4, "
+            "AU12, AU15, AU25, AU26, AU45, from landmark geometry) whose presence differs; ID_dlib = Euclidean "
+            "distance of dlib's 128-d face descriptors, source vs output.",
+        ),
+    )
+}
+
+
+def _mode(mode: str) -> Mode:
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    return MODES[mode]
+
+
+def columns(mode: str, options: EvaluationOptions | None = None) -> tuple[str, ...]:
+    """The metrics ``mode`` reports: the thesis's table columns, then the extras that ``options`` turns on."""
+    options = options or EvaluationOptions()
+    spec = _mode(mode)
+    on = [c for c in spec.extras if METRICS[c].option is None or getattr(options, METRICS[c].option)]
+    return spec.table + tuple(on)
+
+
 def evaluate(
     mode: str,
     pairs: Sequence[Pair],
@@ -346,75 +517,63 @@ def evaluate(
     ``info["failures"]``). FID over the whole sets, each image resized to 299 as pytorch-fid does.
     ``progress(n)`` is called after each batch with the number of pairs done.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    spec = _mode(mode)
     if not pairs:
         raise PairingError("no pairs to evaluate")
     options = options or EvaluationOptions()
     nets = networks or Networks()
     missing = dict(missing or {})
-    wanted = columns(mode, options.dlib_identity)
-    needs_source = mode == "cross"
-    if needs_source and any(p.source is None for p in pairs):
-        for name in ("ID", "ID_dlib"):
-            missing[name] = "cross mode needs source images (--source DIR or FILE, or a 'source' manifest column)"
+    wanted = columns(mode, options)
+    if spec.reference == "source" and any(p.source is None for p in pairs):
+        for name in wanted:
+            if METRICS[name].uses_reference:
+                missing[name] = f"{mode} mode needs source images (--source DIR or FILE, or a 'source' manifest column)"
     for name in wanted:
-        net = METRIC_NETWORK.get(name)
+        net = METRICS[name].network
         if net is not None and getattr(nets, net) is None and name not in missing:
             missing[name] = "network not available"
-    active = {c for c in wanted if c not in missing}
-    check_images(pairs, compare_pixels=not options.size and bool(active & {"MSE", "L1", "PSNR", "SSIM"}))
+    active = [METRICS[c] for c in wanted if c not in missing]
+    check_images(pairs, compare_pixels=not options.size and any(m.compares_pixels for m in active))
     faces = _Faces(nets)
-    device = options.device
     rows: list[dict] = []
     failures: dict[str, list[str]] = {}
-    fid_real: list[np.ndarray] = []
-    fid_fake: list[np.ndarray] = []
+    features: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {m.name: [] for m in active if m.over_set}
 
     for start in range(0, len(pairs), options.batch_size):
         chunk = pairs[start : start + options.batch_size]
-        reals = [read_image(p.real) for p in chunk]
-        fakes = [read_image(p.fake) for p in chunk]
-        sources = [read_image(p.source) if p.source is not None else None for p in chunk]
+        samples = [
+            _Sample(p, read_image(p.real), read_image(p.fake), read_image(p.source) if p.source is not None else None,
+                    spec.reference, options, faces)
+            for p in chunk
+        ]  # fmt: skip
+        batch = _Batch(samples, nets, options)
         batch_rows = [{"name": p.name} for p in chunk]
-        for row, pair, real, fake in zip(batch_rows, chunk, reals, fakes):
-            x, y = _tensor(real, device), _tensor(fake, device)
-            if options.size:
-                x, y = _resize(x, options.size), _resize(y, options.size)
-            elif x.shape != y.shape and active & {"MSE", "L1", "PSNR", "SSIM"}:
-                raise ValueError(
-                    f"pair {pair.name!r}: {pair.real} is {real.shape[1]}x{real.shape[0]} but {pair.fake} is "
-                    f"{fake.shape[1]}x{fake.shape[0]}; set size=N to compare both at NxN"
-                )
-            for name, fn in (("MSE", M.mse), ("L1", M.l1), ("PSNR", M.psnr), ("SSIM", M.ssim)):
-                if name in active:
-                    row[name] = float(fn(x, y)[0])
-        if "LPIPS" in active:
-            xs = torch.cat([_resize(_tensor(r, device), options.lpips_size) for r in reals])
-            ys = torch.cat([_resize(_tensor(f, device), options.lpips_size) for f in fakes])
-            for row, v in zip(batch_rows, M.lpips_distance(xs, ys, nets.lpips).tolist()):
-                row["LPIPS"] = v
-        if "ID" in active:
-            refs = sources if needs_source else reals
-            xs = torch.cat([_resize(_tensor(r, device), 256) for r in refs])
-            ys = torch.cat([_resize(_tensor(f, device), 256) for f in fakes])
-            for row, v in zip(batch_rows, M.identity_distance(ys, xs, nets.arcface).tolist()):
-                row["ID"] = v
-        if "FID" in active:
-            fid_real.append(M.inception_features(_stack_299(reals, device), nets.inception))
-            fid_fake.append(M.inception_features(_stack_299(fakes, device), nets.inception))
-        if active & {"LMD", "ARD", "AUH", "ID_dlib"}:
-            for row, pair, real, fake, src in zip(batch_rows, chunk, reals, fakes, sources):
-                _landmark_metrics(row, pair, real, fake, src, active, faces, options, failures, mode)
+        for metric in active:
+            if metric.per_batch is not None:
+                for row, value in zip(batch_rows, metric.per_batch(batch)):
+                    row[metric.name] = value
+            elif metric.over_set is not None:
+                features[metric.name].append(metric.over_set[0](batch))
+        for row, sample in zip(batch_rows, samples):
+            for metric in active:
+                if metric.per_pair is None:
+                    continue
+                try:
+                    value = metric.per_pair(sample)
+                except _NoFace as err:
+                    failures.setdefault(metric.name, []).append(f"{sample.pair.name}: {err}")
+                    continue
+                row.update(value if isinstance(value, dict) else {metric.name: value})
         rows.extend(batch_rows)
         if progress is not None:
             progress(len(rows))
 
     metrics: dict[str, float] = {}
     counts: dict[str, int] = {}
-    for name in wanted:
-        if name not in active or name == "FID":
+    for metric in active:
+        if metric.over_set is not None:
             continue
+        name = metric.name
         values = [r[name] for r in rows if name in r]
         counts[name] = len(values)
         if not values:
@@ -425,13 +584,16 @@ def evaluate(
             missing[name] = f"not finite ({sum(not math.isfinite(v) for v in values)} pairs are identical images)"
             continue
         metrics[name] = mean
-    if "FID" in active:
-        real_f, fake_f = np.concatenate(fid_real), np.concatenate(fid_fake)
-        counts["FID"] = len(real_f)
+    for metric in active:
+        if metric.over_set is None:
+            continue
+        real_f = np.concatenate([r for r, _ in features[metric.name]])
+        fake_f = np.concatenate([f for _, f in features[metric.name]])
+        counts[metric.name] = len(real_f)
         if len(real_f) < 2:
-            missing["FID"] = "FID needs at least 2 images per set"
+            missing[metric.name] = f"{metric.name} needs at least 2 images per set"
         else:
-            metrics["FID"] = M.fid_from_features(real_f, fake_f)
+            metrics[metric.name] = metric.over_set[1](real_f, fake_f)
     info = {
         "mode": mode,
         "pairs": len(pairs),
@@ -464,75 +626,29 @@ def _stack_299(images: list[np.ndarray], device: str) -> torch.Tensor:
     return torch.cat([_resize(_tensor(im, device), 299, exact_bilinear=True) for im in images])
 
 
-def _landmark_metrics(
-    row: dict,
-    pair: Pair,
-    real: np.ndarray,
-    fake: np.ndarray,
-    source: np.ndarray | None,
-    active: set[str],
-    faces: _Faces,
-    options: EvaluationOptions,
-    failures: dict[str, list[str]],
-    mode: str,
-) -> None:
-    """LMD / ARD / AUH (real vs fake) and ID_dlib (reference vs fake) for one pair, in place into ``row``."""
-    pts_fake = faces.landmarks(pair.fake, fake)
-    pts_real = faces.landmarks(pair.real, real) if active & {"LMD", "ARD", "AUH"} else None
-    for name in ("LMD", "ARD", "AUH"):
-        if name not in active:
-            continue
-        problem = next((p for p in (pts_real, pts_fake) if isinstance(p, str)), None)
-        if problem is not None:
-            failures.setdefault(name, []).append(f"{pair.name}: {problem}")
-            continue
-        if name == "LMD":
-            row["LMD"] = M.landmark_distance(pts_real, pts_fake, real.shape[:2], fake.shape[:2], options.lmd_size)
-        elif name == "ARD":
-            yaw, pitch, roll = M.rotation_distance(pts_real, pts_fake)
-            row.update(ARD=float(np.mean([yaw, pitch, roll])), ARD_yaw=yaw, ARD_pitch=pitch, ARD_roll=roll)
-        else:
-            row["AUH"] = M.action_unit_hamming(pts_real, pts_fake)
-    if "ID_dlib" in active:
-        ref_path, ref_image = (pair.source, source) if mode == "cross" else (pair.real, real)
-        pts_ref = faces.landmarks(ref_path, ref_image)
-        problem = next((p for p in (pts_ref, pts_fake) if isinstance(p, str)), None)
-        if problem is not None:
-            failures.setdefault("ID_dlib", []).append(f"{pair.name}: {problem}")
-            return
-        row["ID_dlib"] = M.embedding_distance(
-            faces.descriptor(ref_path, ref_image, pts_ref), faces.descriptor(pair.fake, fake, pts_fake)
-        )
-
-
 def _cell(value: float | None) -> str:
     return "missing" if value is None else f"{value:.4f}"
-
-
-def _header(name: str) -> str:
-    return f"{LABELS.get(name, name)} {'↑' if name in HIGHER_IS_BETTER else '↓'}"
 
 
 def markdown_table(result: EvaluationResult, compare_thesis: bool = False, label: str = "this run") -> str:
     """The thesis's table layout for ``result.mode`` (its published rows above ours when ``compare_thesis``),
     then the extra metrics, what is missing and why, and what the inputs were."""
-    spec = THESIS_TABLES[result.mode]
-    columns = TABLE_COLUMNS[result.mode]
-    lines = [f"## {spec['title']}", ""]
-    lines.append("| method | " + " | ".join(_header(c) for c in columns) + " |")
-    lines.append("|---|" + "---|" * len(columns))
+    spec, published = MODES[result.mode], THESIS_TABLES[result.mode]
+    lines = [f"## {published['title']}", ""]
+    lines.append("| method | " + " | ".join(METRICS[c].header for c in spec.table) + " |")
+    lines.append("|---|" + "---|" * len(spec.table))
     if compare_thesis:
-        for method, values in spec["rows"].items():
+        for method, values in published["rows"].items():
             lines.append(f"| {method} (published) | " + " | ".join(f"{v:.4f}" for v in values) + " |")
-    lines.append(f"| {label} | " + " | ".join(_cell(result.metrics.get(c)) for c in columns) + " |")
-    extras = [c for c in EXTRA_COLUMNS[result.mode] if c in result.metrics or c in result.missing]
+    lines.append(f"| {label} | " + " | ".join(_cell(result.metrics.get(c)) for c in spec.table) + " |")
+    extras = [c for c in spec.extras if c in result.metrics or c in result.missing]
     if extras:
         lines += ["", "| extra metric | value |", "|---|---|"]
-        lines += [f"| {_header(c)} | {_cell(result.metrics.get(c))} |" for c in extras]
+        lines += [f"| {METRICS[c].header} | {_cell(result.metrics.get(c))} |" for c in extras]
     lines += ["", f"Pairs: {result.info.get('pairs', len(result.per_pair))}."]
     if compare_thesis:
-        lines.append(f"Published rows: {spec['data']}.")
-        if result.mode == "cross":
+        lines.append(f"Published rows: {published['data']}.")
+        if "AUH" in spec.table:
             lines.append(THESIS_AUH_NOTE)
     if result.missing:
         lines += ["", "Missing:"]
@@ -540,28 +656,8 @@ def markdown_table(result: EvaluationResult, compare_thesis: bool = False, label
     failures = result.info.get("failures") or {}
     if failures:
         lines += ["", "Pairs left out (no face found): " + ", ".join(f"{k} {len(v)}" for k, v in failures.items())]
-    lines += ["", _NOTES[result.mode], ""]
+    lines += ["", spec.note, ""]
     return "\n".join(lines)
-
-
-_NOTES = {
-    "inversion": (
-        "MSE, PSNR (dB), SSIM on [0, 1] RGB at native resolution, per image, averaged; LPIPS (AlexNet) at 256x256; "
-        "ID = 1 - ArcFace (IR-SE50) cosine; FID with pytorch-fid's Inception (pool3, 2048-d); ID_dlib = Euclidean "
-        "distance of dlib's 128-d face descriptors (same person below about 0.6)."
-    ),
-    "self": (
-        "L1, PSNR (dB), SSIM on [0, 1] RGB at native resolution, per image, averaged; LMD = mean distance of dlib's "
-        "68 landmarks in pixels at 256x256; FID with pytorch-fid's Inception (pool3, 2048-d)."
-    ),
-    "cross": (
-        "ID = 1 - ArcFace (IR-SE50) cosine between source and output; ARD = mean absolute yaw/pitch/roll "
-        "difference in degrees between driving frame and output (pose fitted to dlib's 68 landmarks, "
-        "reenactment.faces.head_pose); AUH (landmark approximation) = fraction of 8 action units (AU1, AU2, AU4, AU12, "
-        "AU15, AU25, AU26, AU45, from landmark geometry) whose presence differs; ID_dlib = Euclidean distance of "
-        "dlib's 128-d face descriptors, source vs output."
-    ),
-}
 
 
 def write_results(
