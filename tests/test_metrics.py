@@ -131,6 +131,26 @@ def test_fid_inception_weights_come_from_a_file_or_a_clear_error(tmp_path, monke
         M.load_fid_inception(tmp_path / "broken.pth", dims=64)
 
 
+def test_fid_inception_is_pytorch_fids_network():
+    """The network assembled without pytorch-fid's loader equals pytorch-fid's own InceptionV3 (its download
+    replaced by the same weights here): same parameter names and values, same features."""
+    from unittest import mock
+
+    import pytorch_fid.inception as fid_inception
+
+    torch.manual_seed(0)
+    state = M.fid_inception3().state_dict()  # random values in the weights file's layout
+    ours = M.FIDInception(state, dims=192).eval()
+    with mock.patch.object(fid_inception, "load_state_dict_from_url", lambda *a, **k: state):
+        theirs = fid_inception.InceptionV3([fid_inception.InceptionV3.BLOCK_INDEX_BY_DIM[192]]).eval()
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    assert all(torch.equal(v, theirs.state_dict()[k]) for k, v in ours.state_dict().items())
+    x = torch.rand(2, 3, 80, 96, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        (a,), (b,) = ours(x), theirs(x)
+    assert a.shape == (2, 192, 35, 35) and torch.equal(a, b)
+
+
 def _shift_right(image: np.ndarray, k: int) -> np.ndarray:
     """Content moved k pixels to the right, the left edge replicated."""
     return np.concatenate([np.repeat(image[:, :1], k, axis=1), image[:, : image.shape[1] - k]], axis=1)
