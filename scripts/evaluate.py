@@ -10,12 +10,14 @@ image). Writes OUT/metrics.json (metric -> number, plus "missing": {metric: reas
 table layout; --compare-thesis adds its published rows), OUT/info.json, OUT/per_pair.csv and OUT/config.yaml,
 all at the end: a failed run leaves an earlier run's results as they were.
 A metric whose weights file is missing is reported missing with the reason; the others are still computed.
+How the metrics are measured is the nested group metrics (metrics.device=cuda, metrics.size=256,
+metrics.inception=PATH, ...; see configs/evaluate.yaml).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from tqdm import tqdm
@@ -35,7 +37,7 @@ from stylegan3.images import ImageReadError
 
 
 @dataclass
-class EvaluateConfig(EvaluationOptions):
+class EvaluateConfig:
     POSITIONAL: ClassVar[tuple[str, ...]] = ("mode",)
     mode: str = ""  # inversion, self or cross (may also be given as the first argument)
     real: str = ""  # ground truth: the inverted images' originals, or the driving frames
@@ -44,6 +46,7 @@ class EvaluateConfig(EvaluationOptions):
     pairs: str | None = None  # instead of real/fake/source: a CSV or JSON Lines manifest
     out: str = "out/evaluate"  # output folder
     compare_thesis: bool = False  # put the thesis's published rows above ours in metrics.md
+    metrics: EvaluationOptions = field(default_factory=EvaluationOptions)  # how: metrics.device=cuda, metrics.size=256
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -59,12 +62,12 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit("error: give --real DIR and --fake DIR (or pairs=MANIFEST)")
     except PairingError as err:
         exit_with_error(err)
-    networks, missing = load_networks(cfg.mode, cfg)
+    networks, missing = load_networks(cfg.mode, cfg.metrics)
     for name, reason in missing.items():
         print(f"{name} missing: {reason}")
     try:
         with tqdm(total=len(pairs), unit="pair", desc=cfg.mode) as bar:
-            result = evaluate(cfg.mode, pairs, cfg, networks, missing, progress=lambda n: bar.update(n - bar.n))
+            result = evaluate(cfg.mode, pairs, cfg.metrics, networks, missing, progress=lambda n: bar.update(n - bar.n))
     except (ImageReadError, PairingError, ValueError) as err:  # unreadable images, sizes that differ
         exit_with_error(err)
     # Results and the config that made them are written together, only now: a failed rerun leaves them as they were.
