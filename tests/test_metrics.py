@@ -140,15 +140,15 @@ def test_fid_inception_is_pytorch_fids_network():
 
     torch.manual_seed(0)
     state = M.fid_inception3().state_dict()  # random values in the weights file's layout
-    ours = M.FIDInception(state, dims=192).eval()
+    ours = M.FIDInception(state).eval()
     with mock.patch.object(fid_inception, "load_state_dict_from_url", lambda *a, **k: state):
-        theirs = fid_inception.InceptionV3([fid_inception.InceptionV3.BLOCK_INDEX_BY_DIM[192]]).eval()
+        theirs = fid_inception.InceptionV3().eval()
     assert ours.state_dict().keys() == theirs.state_dict().keys()
     assert all(torch.equal(v, theirs.state_dict()[k]) for k, v in ours.state_dict().items())
     x = torch.rand(2, 3, 80, 96, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         (a,), (b,) = ours(x), theirs(x)
-    assert a.shape == (2, 192, 35, 35) and torch.equal(a, b)
+    assert a.shape == (2, 2048, 1, 1) and torch.equal(a, b)  # through every FID block
 
 
 def _shift_right(image: np.ndarray, k: int) -> np.ndarray:
