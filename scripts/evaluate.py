@@ -10,14 +10,12 @@ image). Writes OUT/metrics.json (metric -> number, plus "missing": {metric: reas
 table layout; --compare-thesis adds its published rows), OUT/info.json, OUT/per_pair.csv and OUT/config.yaml,
 all at the end: a failed run leaves an earlier run's results as they were.
 A metric whose weights file is missing is reported missing with the reason; the others are still computed.
-How the metrics are measured is the nested group metrics (metrics.device=cuda, metrics.size=256,
-metrics.inception=PATH, ...; see configs/evaluate.yaml).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 from tqdm import tqdm
@@ -32,13 +30,15 @@ from reenactment.evaluation.evaluate import (
     read_manifest,
     write_results,
 )
-from stylegan3.config import config_yaml, exit_with_error, parse_cli
+from stylegan3.config import config_yaml, exit_with_error, inline, parse_cli
 from stylegan3.images import ImageReadError
 
 
 @dataclass
 class EvaluateConfig:
     POSITIONAL: ClassVar[tuple[str, ...]] = ("mode",)
+    # device, batch_size, size, lpips_size, ..., dlib_identity; first, so that config.yaml reads as it always has
+    metrics: EvaluationOptions = inline(EvaluationOptions)
     mode: str = ""  # inversion, self or cross (may also be given as the first argument)
     real: str = ""  # ground truth: the inverted images' originals, or the driving frames
     fake: str = ""  # results, named like their ground truth
@@ -46,7 +46,6 @@ class EvaluateConfig:
     pairs: str | None = None  # instead of real/fake/source: a CSV or JSON Lines manifest
     out: str = "out/evaluate"  # output folder
     compare_thesis: bool = False  # put the thesis's published rows above ours in metrics.md
-    metrics: EvaluationOptions = field(default_factory=EvaluationOptions)  # how: metrics.device=cuda, metrics.size=256
 
 
 def main(argv: list[str] | None = None) -> dict:

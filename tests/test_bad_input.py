@@ -138,7 +138,7 @@ def eval_folders(tmp_path) -> tuple[Path, Path]:
 def test_evaluate_bad_images_are_one_line_and_keep_the_earlier_results(eval_folders, tmp_path):
     real, fake = eval_folders
     out = tmp_path / "E"
-    args = ["inversion", "--real", real, "--fake", fake, "--out", out, "metrics.dlib_identity=false"]
+    args = ["inversion", "--real", real, "--fake", fake, "--out", out, "dlib_identity=false"]
     proc = run("evaluate.py", *args, cache=tmp_path / "c")
     assert proc.returncode == 0, proc.stderr[-2000:]
     before = {name: (out / name).read_bytes() for name in ("config.yaml", "metrics.json", "metrics.md")}
@@ -151,14 +151,14 @@ def test_evaluate_bad_images_are_one_line_and_keep_the_earlier_results(eval_fold
     }
     for kind, (content, problem) in cases.items():
         (fake / "b.png").write_bytes(content)
-        proc = run("evaluate.py", *args, "metrics.batch_size=1", "compare_thesis=true", cache=tmp_path / "c")
+        proc = run("evaluate.py", *args, "batch_size=1", "compare_thesis=true", cache=tmp_path / "c")
         error_line(proc, str(fake / "b.png"), problem)
         # The folder still holds the first run's config with the first run's numbers.
         assert {name: (out / name).read_bytes() for name in before} == before, kind
     Image.fromarray(np.zeros((48, 40, 3), np.uint8)).save(fake / "b.png")
     proc = run("evaluate.py", *args, cache=tmp_path / "c")
     error_line(proc, str(real / "b.png"), str(fake / "b.png"), "is 32x32 but", "is 40x48", "size=N")
-    proc = run("evaluate.py", *args, "metrics.size=32", cache=tmp_path / "c")
+    proc = run("evaluate.py", *args, "size=32", cache=tmp_path / "c")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "size: 32" in (out / "config.yaml").read_text()
     assert (out / "metrics.json").read_bytes() != before["metrics.json"]
