@@ -20,7 +20,7 @@ from typing import ClassVar
 
 from tqdm import tqdm
 
-from reenactment.evaluation import (
+from reenactment.evaluation.evaluate import (
     MODES,
     EvaluationOptions,
     PairingError,
@@ -30,13 +30,15 @@ from reenactment.evaluation import (
     read_manifest,
     write_results,
 )
-from stylegan3.config import config_yaml, exit_with_error, parse_cli
+from stylegan3.config import config_yaml, exit_with_error, inline, parse_cli
 from stylegan3.images import ImageReadError
 
 
 @dataclass
-class EvaluateConfig(EvaluationOptions):
+class EvaluateConfig:
     POSITIONAL: ClassVar[tuple[str, ...]] = ("mode",)
+    # device, batch_size, size, lpips_size, ..., dlib_identity; first, so that config.yaml reads as it always has
+    metrics: EvaluationOptions = inline(EvaluationOptions)
     mode: str = ""  # inversion, self or cross (may also be given as the first argument)
     real: str = ""  # ground truth: the inverted images' originals, or the driving frames
     fake: str = ""  # results, named like their ground truth
@@ -59,12 +61,12 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit("error: give --real DIR and --fake DIR (or pairs=MANIFEST)")
     except PairingError as err:
         exit_with_error(err)
-    networks, missing = load_networks(cfg.mode, cfg)
+    networks, missing = load_networks(cfg.mode, cfg.metrics)
     for name, reason in missing.items():
         print(f"{name} missing: {reason}")
     try:
         with tqdm(total=len(pairs), unit="pair", desc=cfg.mode) as bar:
-            result = evaluate(cfg.mode, pairs, cfg, networks, missing, progress=lambda n: bar.update(n - bar.n))
+            result = evaluate(cfg.mode, pairs, cfg.metrics, networks, missing, progress=lambda n: bar.update(n - bar.n))
     except (ImageReadError, PairingError, ValueError) as err:  # unreadable images, sizes that differ
         exit_with_error(err)
     # Results and the config that made them are written together, only now: a failed rerun leaves them as they were.

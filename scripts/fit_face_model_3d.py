@@ -10,13 +10,15 @@ as Python.
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from reenactment.faces.head_pose import fit_face_model
 from reenactment.faces.landmarks import MEDIAPIPE_TO_IBUG, LandmarkDetector
+from stylegan3.config import exit_with_error, parse_cli
 from stylegan3.images import read_image
 
 
@@ -40,11 +42,17 @@ def faces_3d(paths: list[Path]) -> np.ndarray:
     return np.asarray(faces, dtype=np.float64)
 
 
+@dataclass
+class FitFaceModelConfig:
+    POSITIONAL: ClassVar[tuple[str, ...]] = ("images",)
+    images: list[str] = field(default_factory=list)  # frontal, neutral face photos (one face each)
+
+
 def main(argv: list[str] | None = None) -> np.ndarray:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("images", nargs="+", type=Path, help="frontal, neutral face photos (one face each)")
-    args = parser.parse_args(argv)
-    model = fit_face_model(faces_3d(args.images))
+    cfg = parse_cli(FitFaceModelConfig, argv, __doc__)
+    if not cfg.images:
+        exit_with_error("give one or more frontal face photos")
+    model = fit_face_model(faces_3d([Path(p) for p in cfg.images]))
     print("FACE_MODEL_68 = np.array(\n    [")
     for point in model:
         x, y, z = (round(float(v), 4) + 0.0 for v in point)  # + 0.0: no "-0.0"

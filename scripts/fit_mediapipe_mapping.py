@@ -9,13 +9,14 @@ mean distance on held-out video frames, as a fraction of the inter-ocular distan
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from reenactment.faces.landmarks import LandmarkDetector, inter_ocular_distance
 from reenactment.media.video import VIDEO_SUFFIXES, VideoReader
+from stylegan3.config import exit_with_error, parse_cli
 from stylegan3.images import IMAGE_SUFFIXES, read_image
 
 
@@ -74,16 +75,21 @@ def files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
 
 
+@dataclass
+class FitMappingConfig:
+    fit: str = ""  # folder of photos to fit on
+    check: str | None = None  # folder of held-out images/videos to report on
+
+
 def main(argv: list[str] | None = None) -> list[tuple[int, int]]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fit", type=Path, required=True, help="folder of photos to fit on")
-    parser.add_argument("--check", type=Path, help="folder of held-out images/videos to report on")
-    args = parser.parse_args(argv)
-    ibug, mesh = collect([p for p in files(args.fit) if p.suffix.lower() in IMAGE_SUFFIXES])
+    cfg = parse_cli(FitMappingConfig, argv, __doc__)
+    if not cfg.fit:
+        exit_with_error("give --fit FOLDER (photos to fit on)")
+    ibug, mesh = collect([p for p in files(Path(cfg.fit)) if p.suffix.lower() in IMAGE_SUFFIXES])
     mapping = fit_mapping(ibug, mesh)
     print(f"fit on {len(ibug)} faces: mean error {mapping_error(ibug, mesh, mapping).mean():.4f} x IOD")
-    if args.check:
-        ibug_c, mesh_c = collect(files(args.check))
+    if cfg.check:
+        ibug_c, mesh_c = collect(files(Path(cfg.check)))
         print(f"held out, {len(ibug_c)} faces: mean error {mapping_error(ibug_c, mesh_c, mapping).mean():.4f} x IOD")
     print("MEDIAPIPE_TO_IBUG = (" + ", ".join(f"({a}, {b})" for a, b in mapping) + ")")
     return mapping

@@ -11,8 +11,9 @@ relative target (``motion=relative``, the default: its own shape, moved, yellow)
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from reenactment.faces.landmark_image import render_landmark_image
 from reenactment.faces.landmarks import LandmarkDetector
 from reenactment.faces.motion import transfer_motion
 from reenactment.pipeline import DrivingOptions, _driving_frames, track_driving
+from stylegan3.config import exit_with_error, parse_cli
 from stylegan3.images import write_image
 
 GREEN, RED, YELLOW = (60, 220, 60), (235, 50, 50), (250, 220, 40)
@@ -57,17 +59,24 @@ def motion_figure(source: Path, driving: Path, size: int = 200, frame: int | Non
     return np.concatenate(panels, axis=1)
 
 
+@dataclass
+class MotionFigureConfig:
+    POSITIONAL: ClassVar[tuple[str, ...]] = ("source", "driving")
+    source: str = ""  # source photo
+    driving: str = ""  # driving video (or image)
+    out: str = "docs/motion.png"  # the picture to write
+    size: int = 200  # panel side in pixels
+    frame: int | None = None  # driving frame; null: the widest-open mouth
+
+
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", type=Path)
-    parser.add_argument("driving", type=Path)
-    parser.add_argument("--out", type=Path, default=Path("docs/motion.png"))
-    parser.add_argument("--size", type=int, default=200, help="panel side in pixels")
-    parser.add_argument("--frame", type=int, default=None, help="driving frame (default: the widest-open mouth)")
-    args = parser.parse_args(argv)
-    write_image(args.out, motion_figure(args.source, args.driving, args.size, args.frame), png_compression=9)
-    print(f"wrote {args.out}")
-    return args.out
+    cfg = parse_cli(MotionFigureConfig, argv, __doc__)
+    if not cfg.source or not cfg.driving:
+        exit_with_error("give a source photo and a driving video: motion_figure.py SOURCE DRIVING")
+    out = Path(cfg.out)
+    write_image(out, motion_figure(Path(cfg.source), Path(cfg.driving), cfg.size, cfg.frame), png_compression=9)
+    print(f"wrote {out}")
+    return out
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import types
 import typing
 from pathlib import Path
@@ -177,10 +178,12 @@ _BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0"}
 
 def _flags_to_overrides(argv: list[str], cls: type) -> list[str]:
     """Also accept ``--key value``, ``--key=value`` and ``--no-key`` (booleans) for top-level config keys, and
-    bare positional values for the fields named in the class attribute ``POSITIONAL`` (in order), and the short
-    flags of ``ALIASES``."""
+    bare positional values for the fields named in the class attribute ``POSITIONAL`` (in order; a list field
+    takes every bare value from there on), and the short flags of ``ALIASES``."""
     fields = {k: f for k, (_, f) in visible_fields(cls).items()}
+    hints = typing.get_type_hints(cls)  # a positional list field is the config's own (not an inline group's)
     positional = list(getattr(cls, "POSITIONAL", ()))
+    gathered: dict[str, list[str]] = {}  # list fields' bare values
     aliases = dict(getattr(cls, "ALIASES", {}))  # short flags, e.g. {"-o": "output"}
     out: list[str] = []
     i = 0
@@ -207,11 +210,14 @@ def _flags_to_overrides(argv: list[str], cls: type) -> list[str]:
                 i += 1
             out.append(f"{key}={value}")
         elif not arg.startswith("-") and "=" not in arg and positional:
-            out.append(f"{positional.pop(0)}={arg}")
+            if typing.get_origin(hints.get(positional[0])) is list:
+                gathered.setdefault(positional[0], []).append(arg)
+            else:
+                out.append(f"{positional.pop(0)}={arg}")
         else:
             out.append(arg)
         i += 1
-    return out
+    return out + [f"{name}={json.dumps(values)}" for name, values in gathered.items()]  # JSON is YAML
 
 
 def parse_cli(cls: type[T], argv: list[str] | None, description: str = "") -> T:

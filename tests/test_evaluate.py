@@ -1,4 +1,4 @@
-"""scripts/evaluate.py and reenactment.evaluation on a small aligned example made from the sample photos."""
+"""scripts/evaluate.py and reenactment.evaluation.evaluate on a small aligned example made from the sample photos."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SAMPLES, detector
+from conftest import SAMPLES, SHARED, detector
 
-from reenactment import evaluation as E
-from reenactment import metrics as M
+from reenactment.evaluation import evaluate as E
+from reenactment.evaluation import metrics as M
 from reenactment.faces.align import align_face
 from scripts.evaluate import main
 from stylegan3.images import read_image, write_image
@@ -79,7 +79,7 @@ def test_evaluate_script_runs_and_its_markdown_matches_its_json(mode, example, t
     assert json.loads((out / "metrics.json").read_text()) == data
     missing = data.pop("missing")
     # Every metric of the thesis's table is either a number or missing with the file named in the reason.
-    assert set(E.TABLE_COLUMNS[mode]) <= set(data) | set(missing)
+    assert set(E.MODES[mode].table) <= set(data) | set(missing)
     assert all(isinstance(v, float) for v in data.values())
     expect_missing = {"inversion": {"LPIPS", "ID", "FID"}, "self": {"FID"}, "cross": {"ID"}}[mode]
     assert set(missing) == expect_missing
@@ -92,7 +92,7 @@ def test_evaluate_script_runs_and_its_markdown_matches_its_json(mode, example, t
     assert set(data) == computed[mode]
 
     row, extras, labels = _parse_markdown((out / "metrics.md").read_text())
-    assert set(row) == set(E.TABLE_COLUMNS[mode])
+    assert set(row) == set(E.MODES[mode].table)
     for name, value in {**row, **extras}.items():
         if value is None:
             assert name in missing
@@ -186,3 +186,35 @@ def test_script_errors_are_plain(example, tmp_path, monkeypatch):
         main(["--real", str(example / "real"), "--fake", str(example / "fake"), "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="unpaired files"):
         main(["self", "--real", str(example / "real"), "--fake", str(tmp_path), "--out", str(tmp_path / "out")])
+
+
+def _method_tables() -> list[tuple[list[str], dict[str, list[str]]]]:
+    """The result tables of the design card's evaluation section: (columns, {method: cells as printed})."""
+    text = (SHARED / "design" / "METHOD.md").read_text()
+    section = text.split("## Evaluation protocol", 1)[1].split("\n## ", 1)[0]
+    tables, current = [], []
+    for line in section.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append([c.strip() for c in line.strip("|").split("|")])
+        elif current:
+            tables.append((current[0][1:], {row[0]: row[1:] for row in current[2:]}))
+            current = []
+    return tables
+
+
+def test_published_numbers_match_the_design_card():
+    """thesis_tables.yaml holds the thesis's numbers at full precision; the design card prints them rounded (and
+    not every row): each printed cell is the file's value rounded to the cell's decimals."""
+    tables = _method_tables()
+    assert len(tables) == len(E.MODES)
+    for mode, spec in E.MODES.items():
+        published = E.THESIS_TABLES[mode]
+        assert tuple(published["columns"]) == spec.table
+        (printed,) = [rows for cols, rows in tables if tuple(cols) == spec.table]
+        assert printed and set(printed) <= set(published["rows"]), mode
+        for method, cells in printed.items():
+            values = published["rows"][method]
+            assert len(values) == len(cells), (mode, method)
+            for cell, value in zip(cells, values):
+                decimals = len(cell.partition(".")[2])
+                assert abs(value - float(cell)) <= 0.5 * 10**-decimals + 1e-12, (mode, method, cell, value)

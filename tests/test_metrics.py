@@ -12,7 +12,7 @@ from conftest import SAMPLES, detector, grid_frames
 from PIL import Image
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
-from reenactment import metrics as M
+from reenactment.evaluation import metrics as M
 from reenactment.faces import head_pose
 from reenactment.faces.align import align_face
 from stylegan3.images import read_image
@@ -129,6 +129,26 @@ def test_fid_inception_weights_come_from_a_file_or_a_clear_error(tmp_path, monke
     torch.save(state, tmp_path / "broken.pth")
     with pytest.raises(stylegan3.WeightsFileError, match="fc.bias"):
         M.load_fid_inception(tmp_path / "broken.pth", dims=64)
+
+
+def test_fid_inception_is_pytorch_fids_network():
+    """The network assembled without pytorch-fid's loader equals pytorch-fid's own InceptionV3 (its download
+    replaced by the same weights here): same parameter names and values, same features."""
+    from unittest import mock
+
+    import pytorch_fid.inception as fid_inception
+
+    torch.manual_seed(0)
+    state = M.fid_inception3().state_dict()  # random values in the weights file's layout
+    ours = M.FIDInception(state).eval()
+    with mock.patch.object(fid_inception, "load_state_dict_from_url", lambda *a, **k: state):
+        theirs = fid_inception.InceptionV3().eval()
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    assert all(torch.equal(v, theirs.state_dict()[k]) for k, v in ours.state_dict().items())
+    x = torch.rand(2, 3, 80, 96, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        (a,), (b,) = ours(x), theirs(x)
+    assert a.shape == (2, 2048, 1, 1) and torch.equal(a, b)  # through every FID block
 
 
 def _shift_right(image: np.ndarray, k: int) -> np.ndarray:

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -155,6 +155,18 @@ def test_cli_positional_after_config_file(tmp_path):
     config.write_text("steps: 7\n")
     cfg = parse_cli(Cfg, ["--config", str(config), "face.png", "-o", "x.mp4", "--no-align", "--concat"])
     assert (cfg.image, cfg.out, cfg.steps, cfg.align, cfg.concat) == ("face.png", "x.mp4", 7, False, True)
+
+
+def test_cli_list_positional_takes_every_bare_value():
+    @dataclass
+    class Cfg:
+        POSITIONAL: ClassVar[tuple[str, ...]] = ("images",)
+        images: list[str] = field(default_factory=list)
+        size: int = 1
+
+    cfg = parse_cli(Cfg, ["a.jpg", "--size", "3", "b c.jpg", "d.jpg"])
+    assert (cfg.images, cfg.size) == (["a.jpg", "b c.jpg", "d.jpg"], 3)
+    assert parse_cli(Cfg, []).images == []
 
 
 def test_resume_with_another_identity_pattern_is_refused(grid_input, full_run):

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .faces.head_pose import estimate_pose
-from .faces.landmarks import inter_ocular_distance
+from ..faces.head_pose import estimate_pose
+from ..faces.landmarks import inter_ocular_distance
 
 log = logging.getLogger(__name__)
 
@@ -185,52 +185,93 @@ def fid_from_features(real: np.ndarray, fake: np.ndarray) -> float:
     return frechet_distance(*feature_statistics(real), *feature_statistics(fake))
 
 
+def fid_inception3() -> torch.nn.Module:
+    """torchvision's Inception3 (1008 classes, no auxiliary head, not initialised beyond PyTorch's defaults) with
+    pytorch-fid's ``FIDInceptionA/C/E_1/E_2`` in place of its mixed blocks: the layout of pytorch-fid's weights
+    file (``Conv2d_1a_3x3.conv.weight``, ..., ``fc.bias``)."""
+    import torchvision
+    from pytorch_fid.inception import FIDInceptionA, FIDInceptionC, FIDInceptionE_1, FIDInceptionE_2
+
+    net = torchvision.models.inception_v3(weights=None, num_classes=1008, aux_logits=False, init_weights=False)
+    net.Mixed_5b = FIDInceptionA(192, pool_features=32)
+    net.Mixed_5c = FIDInceptionA(256, pool_features=64)
+    net.Mixed_5d = FIDInceptionA(288, pool_features=64)
+    net.Mixed_6b = FIDInceptionC(768, channels_7x7=128)
+    net.Mixed_6c = FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6d = FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6e = FIDInceptionC(768, channels_7x7=192)
+    net.Mixed_7b = FIDInceptionE_1(1280)
+    net.Mixed_7c = FIDInceptionE_2(2048)
+    return net
+
+
+class FIDInception(torch.nn.Module):
+    """pytorch-fid's FID Inception-v3 feature network, assembled here from its public blocks without its loader.
+
+    ``fid_inception3()`` (loaded strictly from ``state``, a weights file's layout, when given) cut into
+    pytorch-fid's four stages: ``blocks[i]`` ends at the features of ``BLOCK_DIMS[i]`` channels (the last,
+    2048-d, is pool3). ``forward([N, 3, H, W] in [0, 1])`` returns
+    ``[features of the last block built]``, resized to 299x299 first (``resize_input``) and scaled to [-1, 1],
+    as pytorch-fid's ``InceptionV3`` does, so the two give the same numbers for the same weights.
+    """
+
+    BLOCK_DIMS = (64, 192, 768, 2048)
+
+    def __init__(self, state: dict[str, torch.Tensor] | None = None, dims: int = 2048) -> None:
+        super().__init__()
+        if dims not in self.BLOCK_DIMS:
+            raise ValueError(f"dims must be one of {self.BLOCK_DIMS}, got {dims}")
+        net = fid_inception3()
+        if state is not None:
+            net.load_state_dict(state)  # strict: the release's keys include the classifier's fc
+        pool = torch.nn.MaxPool2d(kernel_size=3, stride=2)
+        stages = [
+            [net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3, pool],
+            [net.Conv2d_3b_1x1, net.Conv2d_4a_3x3, torch.nn.MaxPool2d(kernel_size=3, stride=2)],
+            [net.Mixed_5b, net.Mixed_5c, net.Mixed_5d, net.Mixed_6a, net.Mixed_6b, net.Mixed_6c, net.Mixed_6d,
+             net.Mixed_6e],
+            [net.Mixed_7a, net.Mixed_7b, net.Mixed_7c, torch.nn.AdaptiveAvgPool2d(output_size=(1, 1))],
+        ]  # fmt: skip
+        self.blocks = torch.nn.ModuleList(torch.nn.Sequential(*s) for s in stages[: self.BLOCK_DIMS.index(dims) + 1])
+        self.resize_input = True  # bilinear to 299x299 first, as pytorch-fid does
+        self.requires_grad_(False)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        x = images
+        if self.resize_input:
+            x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        x = 2 * x - 1
+        for block in self.blocks:
+            x = block(x)
+        return [x]
+
+
 def load_fid_inception(
     path: str | os.PathLike | None = None,
     device: torch.device | str = "cpu",
     random_weights: bool = False,  # tests only: keep the random initialisation, read no file
     dims: int = 2048,  # 2048: pool3, FID's features; 64, 192, 768: earlier blocks (tests, quick looks)
 ) -> torch.nn.Module:
-    """pytorch-fid's FID Inception-v3 (the TensorFlow FID graph's weights), returning pool3 features by default.
+    """pytorch-fid's FID Inception-v3 (the TensorFlow FID graph's weights; ``FIDInception``), returning pool3
+    features by default.
 
     The weights file ``pt_inception-2015-12-05-6726825d.pth`` is ``path``, or ``$REENACT_CACHE/fid/``, downloaded
     there once from pytorch-fid's release when allowed (``stylegan3.fetch_weights``; ``WeightsNotFoundError``
-    otherwise). pytorch-fid itself would download it through torch hub: its loader is bypassed, and the file is
-    read with ``torch.load(weights_only=True)`` and loaded strictly.
+    otherwise). pytorch-fid's own loader would download it through torch hub: the network is assembled from its
+    blocks instead, and the file is read with ``torch.load(weights_only=True)`` and loaded strictly.
     """
-    from unittest import mock
-
-    import pytorch_fid.inception as fid_inception
-
     from stylegan3 import WeightsFileError, fetch_weights
     from stylegan3.io import read_state_dict
 
-    state, file = None, None
-    if not random_weights:
-        file = fetch_weights(
-            FID_INCEPTION_FILE, "fid", url=FID_INCEPTION_URL, path=path, what="FID Inception weights (pytorch-fid)"
-        )
-        state = read_state_dict(file)
-    built: list[torch.nn.Module] = []
-    make = fid_inception._inception_v3
-
-    def make_and_keep(*args, **kwargs):
-        built.append(make(*args, **kwargs))
-        return built[-1]
-
-    def weights(*args, **kwargs):  # instead of torch hub's download
-        return state if state is not None else built[-1].state_dict()
-
-    with (
-        mock.patch.object(fid_inception, "_inception_v3", make_and_keep),
-        mock.patch.object(fid_inception, "load_state_dict_from_url", weights),
-    ):
-        try:
-            net = fid_inception.InceptionV3([fid_inception.InceptionV3.BLOCK_INDEX_BY_DIM[dims]])
-        except RuntimeError as err:  # load_state_dict's strict check: missing, unexpected or mis-shaped entries
-            if file is None:
-                raise
-            raise WeightsFileError(file, f"weights do not match the FID Inception network ({err})") from err
+    if random_weights:
+        return FIDInception(None, dims).eval().to(device)
+    file = fetch_weights(
+        FID_INCEPTION_FILE, "fid", url=FID_INCEPTION_URL, path=path, what="FID Inception weights (pytorch-fid)"
+    )
+    try:
+        net = FIDInception(read_state_dict(file), dims)
+    except RuntimeError as err:  # load_state_dict's strict check: missing, unexpected or mis-shaped entries
+        raise WeightsFileError(file, f"weights do not match the FID Inception network ({err})") from err
     return net.eval().to(device)
 
 
@@ -374,7 +415,7 @@ class DlibFaceEmbedder:
 
         from stylegan3 import WeightsNotFoundError
 
-        from .faces.landmarks import face_recognition_models_dir
+        from ..faces.landmarks import face_recognition_models_dir
 
         path = Path(model_path) if model_path is not None else face_recognition_models_dir() / DLIB_EMBEDDING_FILE
         if not path.is_file():
