@@ -33,6 +33,7 @@ from .image_io import IMAGE_SUFFIXES, WRITE_SUFFIXES, read_image, write_image
 from .landmark_image import render_landmark_image, render_landmark_images
 from .landmarks import LandmarkDetector, NoFaceError, parse_face
 from .motion import check_motion_options, transfer_motion
+from .prefetch import driving_batches, prefetched
 from .smoothing import smooth_landmarks
 from .video import OUTPUT_SUFFIXES, VideoReader, VideoWriter
 
@@ -271,9 +272,11 @@ class Reenactor:
         return render_landmark_images(scaled, size=self.image_size, image_size=self.frame_size, **self.render_kwargs)
 
     @torch.no_grad()
-    def frames(self, points: np.ndarray) -> np.ndarray:
-        """[N, 70, 2] driving landmarks (aligned frame) -> [N, res, res, 3] uint8 reenacted frames."""
-        w = self.mapper.predict(self.w_s, self.render(points), self.L_s)
+    def frames(self, points: np.ndarray, landmark_images: np.ndarray | None = None) -> np.ndarray:
+        """[N, 70, 2] driving landmarks (aligned frame) -> [N, res, res, 3] uint8 reenacted frames
+        (``landmark_images``: ``render(points)`` when already drawn)."""
+        images = self.render(points) if landmark_images is None else landmark_images
+        w = self.mapper.predict(self.w_s, images, self.L_s)
         return to_uint8(synthesize(self.G, w))
 
 
@@ -333,6 +336,7 @@ def reenact(
     paste_back: bool = False,
     track_file: str | Path | None = None,
     show_landmarks: bool = False,
+    prefetch: int = 2,
 ) -> dict:
     """Reenact the source with a driving clip (or image) into ``output`` (mp4, or an image for an image).
 
@@ -341,7 +345,8 @@ def reenact(
     the reenacted face put back (``--concat`` then shows driving | result side by side at the photo's height);
     otherwise the aligned face at the generator's size. ``track_file``: also write the landmark track there
     (:func:`save_track`), before any frame is rendered. ``show_landmarks``: ``--concat`` gains a last panel, the
-    target landmarks drawn as the mapper sees them.
+    target landmarks drawn as the mapper sees them. ``prefetch``: batches of landmark images (and driving frames)
+    prepared ahead in a background thread (``reenactment.prefetch``; 0: in this thread; the frames are the same).
 
     Returns ``{"frames", "missing", "fps", "output", "motion", "reference"}``.
     """
@@ -370,15 +375,16 @@ def reenact(
     audio = driving if track.has_audio else None
     with VideoWriter(output, track.fps, audio_from=audio) as writer:
         frames = _driving_frames(driving) if concat else None
-        for start in range(0, len(points), batch_size):
-            batch = reenactor.frames(points[start : start + batch_size])
-            for i, result in enumerate(batch):
-                result = paste(result) if paste else result
-                if frames is not None:
-                    result = panels(next(frames), start + i, result)
-                writer.write(result)
-            if on_frames:
-                on_frames(len(batch))
+        with prefetched(driving_batches(points, batch_size, reenactor.render, frames), prefetch) as batches:
+            for start, images, decoded in batches:
+                batch = reenactor.frames(points[start : start + batch_size], images)
+                for i, result in enumerate(batch):
+                    result = paste(result) if paste else result
+                    if decoded is not None:
+                        result = panels(decoded[i], start + i, result)
+                    writer.write(result)
+                if on_frames:
+                    on_frames(len(batch))
     return {"frames": len(points), "fps": track.fps, "output": str(output), **info}
 
 
