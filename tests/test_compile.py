@@ -52,4 +52,3 @@ def test_compiled_view_is_the_generator_for_everything_else(G):
     assert compiled.img_resolution == G.img_resolution and compiled.num_ws == G.num_ws
     assert compiled.state_dict().keys() == G.state_dict().keys()  # a weights fingerprint sees the same network
     torch.testing.assert_close(compiled.mean_w(n=10), G.mean_w(n=10))
-
