@@ -161,6 +161,15 @@ def run_record(settings: dict, shards: list[list[Frame]]) -> dict:
     return {"settings": settings, "shards": [[f.id for f in shard] for shard in shards]}
 
 
+def _upgrade_settings(settings: dict) -> dict:
+    """Settings of a ``run.json`` from before ``precision`` replaced ``mixed_precision``: ``false`` was float32
+    throughout, the arithmetic of ``precision: fp32``, so such a folder resumes; ``true`` (the generator's CUDA
+    float16 layers) has no equal now and is left as it is (the run is refused)."""
+    if settings.get("mixed_precision") is False and "precision" not in settings:
+        return {k: v for k, v in settings.items() if k != "mixed_precision"} | {"precision": "fp32"}
+    return settings
+
+
 def check_run(out: Path, record: dict) -> None:
     """Refuse to resume ``out`` when its ``run.json`` differs from ``record``: a ValueError naming the settings
     that differ, or saying how the frames or their shards differ (a changed manifest, ``shard_size`` or ``limit``).
@@ -170,8 +179,8 @@ def check_run(out: Path, record: dict) -> None:
         return
     try:
         before = json.loads(path.read_text())
-        old_settings, old_shards = before["settings"], before["shards"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        old_settings, old_shards = _upgrade_settings(before["settings"]), before["shards"]
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"{path}: not a run record of invert_dataset.py ({err})") from None
     hint = "use a new out folder, or fresh=true to discard the results in it"
     keys = sorted(set(old_settings) | set(record["settings"]))

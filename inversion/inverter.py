@@ -6,6 +6,8 @@ so a batch gives bit for bit the latents of inverting its images one at a time, 
 the kernels' float32 summation order depends on the batch size (measured: 6.7e-6 in one forward pass of the 64 px
 test generator), and Adam's normalised steps carry such differences into the latents. ``joint_pass=True`` runs the
 whole batch in one pass instead (fewer, larger kernels: may pay on a GPU; it did not on the 2-core CPU).
+``precision`` (``inversion.precision``): bf16 or fp16 run the generator and the loss networks under autocast (fp16
+with dynamic loss scaling); the latents and Adam stay float32.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from stylegan3.compile import compiled_synthesis
 from stylegan3.sampling import synthesize
 
 from .losses import InversionLoss
+from .precision import autocast, check_precision, loss_scaler
 
 
 @dataclass
@@ -32,8 +36,8 @@ class InverterOptions:
     eps: float = 1e-8
     early_stop_patience: int = 0  # stop an image after this many steps without improvement (0 = never)
     early_stop_min_delta: float = 1e-4  # relative improvement that counts
-    mixed_precision: bool = False  # CUDA only: the generator's float16 layers with loss scaling
-    compile: bool = False  # torch.compile the synthesis network (CUDA)
+    precision: str = "fp32"  # fp32, bf16 (autocast) or fp16 (autocast + dynamic loss scaling); latents stay fp32
+    compile: bool = False  # torch.compile the synthesis network (stylegan3.compile)
     log_every: int = 10  # history of per-term losses every N steps
     joint_pass: bool = False  # one forward/backward for the whole batch (else per image: bit-identical to singles)
 
@@ -41,12 +45,14 @@ class InverterOptions:
 @dataclass
 class InversionResult:
     """``w_plus`` [N, num_ws, w_dim] float32 (the last step's latents); ``losses``: final per-term values per image
-    (each [N], at ``w_plus``); ``history``: (step, {term: [N]}) every ``log_every`` steps; ``steps_run``: per image."""
+    (each [N], at ``w_plus``); ``history``: (step, {term: [N]}) every ``log_every`` steps; ``steps_run``: per image;
+    ``skipped_steps``: steps the fp16 loss scaler dropped (a gradient overflowed: nothing moved, the scale halved)."""
 
     w_plus: torch.Tensor
     losses: dict[str, torch.Tensor]
     history: list[tuple[int, dict[str, list[float]]]] = field(default_factory=list)
     steps_run: list[int] = field(default_factory=list)
+    skipped_steps: int = 0
 
 
 def invert(
@@ -64,6 +70,7 @@ def invert(
     the per-term losses ([N] each) of that step.
     """
     opts = options or InverterOptions()
+    check_precision(opts.precision)
     device = targets.device
     n = targets.shape[0]
     if targets.ndim != 4 or targets.shape[-1] != G.img_resolution or targets.shape[-2] != G.img_resolution:
@@ -74,11 +81,8 @@ def invert(
         start = start.unsqueeze(0).expand(n, -1, -1)
     w = start.clone().contiguous().requires_grad_(True)
     optimizer = torch.optim.Adam([w], lr=opts.lr, betas=(opts.beta1, opts.beta2), eps=opts.eps)
-    mixed = opts.mixed_precision and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=mixed)
-    synth = G
-    if opts.compile:
-        synth = _compiled(G)
+    scaler = loss_scaler(opts.precision, device)
+    synth = compiled_synthesis(G) if opts.compile else G
     best = torch.full((n,), float("inf"), device=device)
     stale = torch.zeros(n, dtype=torch.long, device=device)
     active = torch.ones(n, dtype=torch.bool, device=device)
@@ -90,23 +94,30 @@ def invert(
     else:
         groups = [slice(i, i + 1) for i in range(n)]
     group_targets = [targets[g] for g in groups]
-    features = [loss_fn.target_features(t) for t in group_targets]
+    with autocast(opts.precision, device):
+        features = [loss_fn.target_features(t) for t in group_targets]
     last_total = torch.zeros(n, device=device)
     last_terms: dict[str, torch.Tensor] = {}
+    skipped = 0
     for step in range(opts.steps):
         optimizer.zero_grad(set_to_none=True)
         for g, target, feats in zip(groups, group_targets, features):
             if not opts.joint_pass and not active[g].any():
                 continue  # stopped early: its latent is frozen and its last losses stand
             w_group = w[g]
-            total, terms = loss_fn(synthesize(synth, w_group, mixed), target, w_group, feats)
+            with autocast(opts.precision, device):
+                total, terms = loss_fn(synthesize(synth, w_group), target, w_group, feats)
+            total, terms = total.float(), {k: v.float() for k, v in terms.items()}
             scaler.scale(total.sum()).backward()
             last_total[g] = total.detach()
             for name, value in terms.items():
                 last_terms.setdefault(name, torch.zeros(n, device=device, dtype=value.dtype))[g] = value.detach()
         frozen = w.detach()[~active].clone() if not active.all() else None
+        scale = scaler.get_scale() if scaler.is_enabled() else 0.0
         scaler.step(optimizer)
         scaler.update()
+        if scaler.is_enabled() and scaler.get_scale() < scale:
+            skipped += 1
         if frozen is not None:  # images that stopped early keep their latents (Adam's momentum would move them)
             with torch.no_grad():
                 w[~active] = frozen
@@ -124,10 +135,10 @@ def invert(
             active &= stale < opts.early_stop_patience
             if not active.any():
                 break
-    with torch.no_grad():
+    with torch.no_grad(), autocast(opts.precision, device):
         w_final = w.detach()
         results = [
-            loss_fn(synthesize(synth, w_final[g], mixed), target, w_final[g], feats)
+            loss_fn(synthesize(synth, w_final[g]), target, w_final[g], feats)
             for g, target, feats in zip(groups, group_targets, features)
         ]
         total = torch.cat([r[0] for r in results])
@@ -137,21 +148,5 @@ def invert(
         losses={"total": total.float(), **{k: v.float() for k, v in terms.items()}},
         history=history,
         steps_run=steps_run.tolist(),
+        skipped_steps=skipped,
     )
-
-
-def _compiled(G: nn.Module) -> nn.Module:
-    """A view of G whose synthesis network is compiled (compiled once per generator and cached)."""
-    cached = G.__dict__.get("_compiled_synthesis")
-    if cached is None:
-        cached = torch.compile(G.synthesis)
-        G.__dict__["_compiled_synthesis"] = cached
-
-    class _View(nn.Module):
-        architecture = getattr(G, "architecture", "")
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.synthesis = cached
-
-    return _View()

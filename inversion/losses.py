@@ -59,7 +59,13 @@ class IdentityLoss(nn.Module):
     def embed(self, target: torch.Tensor) -> torch.Tensor:
         """R(target) without gradients: [N, 3, S, S] in [-1, 1] -> [N, D]."""
         with torch.no_grad():
-            return self.encoder(target)
+            return self._encode(target)
+
+    def _encode(self, image: torch.Tensor) -> torch.Tensor:
+        # Always float32, also under autocast: near 1 the cosine needs more than bfloat16's 8 bits (1 - cos came
+        # out as -0.0078 = -2^-7 in bf16), and the 112 px network is cheap next to the generator.
+        with torch.autocast(image.device.type, enabled=False):
+            return self.encoder(image.float())
 
     def forward(
         self, image: torch.Tensor, target: torch.Tensor, target_embedding: torch.Tensor | None = None
@@ -67,7 +73,7 @@ class IdentityLoss(nn.Module):
         """[N, 3, S, S] x [N, 3, S, S] in [-1, 1] (and optionally ``embed(target)``, [N, D]) -> [N] in [0, 2]."""
         if target_embedding is None:
             target_embedding = self.embed(target)
-        return 1.0 - F.cosine_similarity(self.encoder(image), target_embedding, dim=1)
+        return 1.0 - F.cosine_similarity(self._encode(image), target_embedding, dim=1)
 
 
 @dataclass

@@ -35,6 +35,7 @@ from .faces.landmarks import LandmarkDetector, NoFaceError, parse_face
 from .faces.motion import check_motion_options, transfer_motion
 from .faces.tracking import TrackingOptions
 from .media.video import OUTPUT_SUFFIXES, VideoReader, VideoWriter
+from .prefetch import driving_batches, prefetched
 
 
 @dataclass
@@ -259,9 +260,11 @@ class Reenactor:
         return render_landmark_images(scaled, size=self.image_size, image_size=self.frame_size, **self.render_kwargs)
 
     @torch.no_grad()
-    def frames(self, points: np.ndarray) -> np.ndarray:
-        """[N, 70, 2] driving landmarks (aligned frame) -> [N, res, res, 3] uint8 reenacted frames."""
-        w = self.mapper.predict(self.w_s, self.render(points), self.L_s)
+    def frames(self, points: np.ndarray, landmark_images: np.ndarray | None = None) -> np.ndarray:
+        """[N, 70, 2] driving landmarks (aligned frame) -> [N, res, res, 3] uint8 reenacted frames
+        (``landmark_images``: ``render(points)`` when already drawn)."""
+        images = self.render(points) if landmark_images is None else landmark_images
+        w = self.mapper.predict(self.w_s, images, self.L_s)
         return to_uint8(synthesize(self.G, w))
 
 
@@ -336,6 +339,7 @@ def reenact(
     track_file: str | Path | None = None,
     on_frames: Callable[[int], None] | None = None,
     on_tracked: Callable[[], None] | None = None,
+    prefetch: int = 2,
 ) -> ReenactResult:
     """Reenact the source with a driving clip (or image) into ``output`` (mp4, or an image for an image).
 
@@ -344,7 +348,8 @@ def reenact(
     the reenacted face put back (``--concat`` then shows driving | result side by side at the photo's height);
     otherwise the aligned face at the generator's size. ``track_file``: also write the landmark track there
     (:func:`save_track`), before any frame is rendered. ``show_landmarks``: ``--concat`` gains a last panel, the
-    target landmarks drawn as the mapper sees them.
+    target landmarks drawn as the mapper sees them. ``prefetch``: batches of landmark images (and driving frames)
+    prepared ahead in a background thread (``reenactment.prefetch``; 0: in this thread; the frames are the same).
 
     ``on_tracked()`` is called after each driving frame's landmarks are looked for, ``on_frames(n)`` after each batch
     of ``n`` frames is written.
@@ -375,15 +380,16 @@ def reenact(
     audio = driving if track.has_audio else None
     with VideoWriter(output, track.fps, audio_from=audio) as writer:
         frames = _driving_frames(driving) if concat else None
-        for start in range(0, len(points), batch_size):
-            batch = reenactor.frames(points[start : start + batch_size])
-            for i, result in enumerate(batch):
-                result = paste(result) if paste else result
-                if frames is not None:
-                    result = panels(next(frames), start + i, result)
-                writer.write(result)
-            if on_frames:
-                on_frames(len(batch))
+        with prefetched(driving_batches(points, batch_size, reenactor.render, frames), prefetch) as batches:
+            for start, images, decoded in batches:
+                batch = reenactor.frames(points[start : start + batch_size], images)
+                for i, result in enumerate(batch):
+                    result = paste(result) if paste else result
+                    if decoded is not None:
+                        result = panels(decoded[i], start + i, result)
+                    writer.write(result)
+                if on_frames:
+                    on_frames(len(batch))
     return ReenactResult(Path(output), len(points), track.fps, **info)
 
 

@@ -4,10 +4,12 @@ The full thesis loss runs (generator forward + backward, LPIPS-AlexNet, ArcFace 
 weights everywhere: speed and memory do not depend on the weights. Each (batch, loss resolution) runs in a fresh
 process so peak memory is its own (CPU: peak RSS above the process's size before the timed steps; CUDA:
 ``max_memory_allocated`` above the same baseline). Images/hour assumes the thesis's 1000 steps per image; the
-thesis reports about 4 per hour (15 min per image on a GTX 1080 Ti).
+thesis reports about 4 per hour (15 min per image on a GTX 1080 Ti). The issue-13 rows come last: inversion at the
+best batch (for each LPIPS resolution) and the video warm start (``--warm-steps`` per following frame, batch 1).
 
     python scripts/bench_inversion.py                                  # CPU, small SG3-T plan at 64 px
-    python scripts/bench_inversion.py --config r --resolution 1024 --w-dim 512 --device cuda --batches 1,4,8
+    python scripts/bench_inversion.py --config r --resolution 1024 --w-dim 512 --device cuda --batches 1,4,8 \
+        --precision bf16 --compile
 """
 
 from __future__ import annotations
@@ -24,9 +26,13 @@ from inversion.arcface import IRSE50, IdentityEncoder
 from inversion.inverter import InverterOptions, invert
 from inversion.losses import IdentityLoss, InversionLoss, LossWeights
 from inversion.perceptual import LPIPS
+from inversion.precision import PRECISIONS
 from stylegan3.bench import PLANS, build_plan, time_and_peak
 
 THESIS_IMAGES_PER_HOUR = 4.0  # 15 minutes per image, GTX 1080 Ti
+
+REPO = Path(__file__).resolve().parents[1]
+CHILD = [sys.executable, "-m", "scripts.bench_inversion"]  # each measurement in its own process
 
 
 def run_one(args: argparse.Namespace) -> dict:
@@ -39,12 +45,18 @@ def run_one(args: argparse.Namespace) -> dict:
     loss_res = None if args.loss_resolution == 0 else args.loss_resolution
     loss_fn = InversionLoss(LossWeights(), lpips=lpips, identity=identity, loss_resolution=loss_res)
     targets = torch.rand(args.batch, 3, G.img_resolution, G.img_resolution, device=device) * 2 - 1
-    opts = InverterOptions(mixed_precision=args.amp, log_every=0)
-    invert(G, targets, loss_fn, InverterOptions(steps=args.warmup, log_every=0, mixed_precision=args.amp))
+    opts = InverterOptions(precision=args.precision, compile=args.compile, log_every=0)
+    invert(G, targets, loss_fn, InverterOptions(**{**vars(opts), "steps": args.warmup}))  # (and compiles)
 
     opts.steps = args.steps
-    seconds, peak = time_and_peak(lambda: invert(G, targets, loss_fn, opts), device)
-    return {"steps_per_s": args.steps / seconds, "peak_bytes": peak}
+    result = None
+
+    def run() -> None:
+        nonlocal result
+        result = invert(G, targets, loss_fn, opts)
+
+    seconds, peak = time_and_peak(run, device)
+    return {"steps_per_s": args.steps / seconds, "peak_bytes": peak, "skipped_steps": result.skipped_steps}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,7 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--loss-resolutions", default="0,256", help="LPIPS resolution, 0 = the generator's")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 2 CPU, 20 CUDA)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 1 CPU, 5 CUDA)")
-    parser.add_argument("--amp", action="store_true", help="generator float16 layers with loss scaling (CUDA)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="autocast dtype (fp16: loss scaling)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the synthesis network")
+    parser.add_argument("--warm-steps", type=int, default=200, help="steps per following frame of a video")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
@@ -71,19 +85,28 @@ def main(argv: list[str] | None = None) -> None:
         return
     print(
         f"inversion benchmark: {args.config.upper()} plan at {args.resolution} px, w_dim {args.w_dim}, {args.device}"
-        f"{', mixed precision' if args.amp else ''}; full loss (MSE, LPIPS-AlexNet, ArcFace IR-SE50, delta-reg), "
+        f", {args.precision}{', compiled' if args.compile else ''}; "
+        "full loss (MSE, LPIPS-AlexNet, ArcFace IR-SE50, delta-reg), "
         f"random weights; {args.steps} timed steps; torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
     common = [f"--config={args.config}", f"--resolution={args.resolution}", f"--w-dim={args.w_dim}",
               f"--device={args.device}", f"--steps={args.steps}", f"--warmup={args.warmup}"]  # fmt: skip
-    common += ["--amp"] if args.amp else []
+    common += [f"--precision={args.precision}"] + (["--compile"] if args.compile else [])
     results = []
     for loss_res in [int(x) for x in args.loss_resolutions.split(",")]:
         if loss_res and loss_res >= args.resolution:
             continue  # the same as full resolution
         for batch in [int(x) for x in args.batches.split(",")]:
-            cmd = [sys.executable, __file__, "--child", f"--batch={batch}", f"--loss-resolution={loss_res}", *common]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            cmd = [
+                sys.executable,
+                "-m",
+                f"scripts.{Path(__file__).stem}",
+                "--child",
+                f"--batch={batch}",
+                f"--loss-resolution={loss_res}",
+                *common,
+            ]
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
             where = "full" if loss_res == 0 else str(loss_res)
             if proc.returncode != 0:
                 reason = (proc.stderr.strip().splitlines() or ["unknown error"])[-1][:200]
@@ -109,8 +132,30 @@ def main(argv: list[str] | None = None) -> None:
                 f"{r['images_per_hour'] / base['images_per_hour']:.2f}x, peak memory "
                 f"{r['peak_bytes'] / max(base['peak_bytes'], 1):.2f}x"
             )
+    print_rows(ok, args.warm_steps)
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "results": results}, indent=2))
+
+
+def print_rows(results: list[dict], warm_steps: int) -> None:
+    """The issue-13 table rows: images/hour at the best batch per LPIPS resolution (goal >= 200 at 1000 steps),
+    and frames/hour of the video warm start (one frame at a time, ``warm_steps`` each; goal >= 1000)."""
+    print("| what | measured | goal |")
+    print("| --- | --- | --- |")
+    for loss_res in sorted({r["loss_resolution"] for r in results}):
+        rows = [r for r in results if r["loss_resolution"] == loss_res]
+        best = max(rows, key=lambda r: r["images_per_hour"])
+        where = "full" if loss_res == 0 else loss_res
+        print(
+            f"| inversion, 1000 steps, full loss, LPIPS at {where} | {best['images_per_hour']:.2f} images/hour "
+            f"(best batch {best['batch']} of {', '.join(str(r['batch']) for r in rows)}) | >= 200 images/hour |"
+        )
+        single = next((r for r in rows if r["batch"] == 1), None)
+        if single is not None:
+            print(
+                f"| video warm start ({warm_steps} steps per following frame), LPIPS at {where} | "
+                f"{3600 * single['steps_per_s'] / warm_steps:.1f} frames/hour | >= 1000 frames/hour |"
+            )
 
 
 if __name__ == "__main__":

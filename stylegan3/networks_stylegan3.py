@@ -6,6 +6,8 @@ buffer names match NVIDIA's release so that their state dicts load one to one.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
@@ -61,6 +63,7 @@ class SynthesisInput(nn.Module):
         self.w_dim = w_dim
         self.channels = channels
         self.size = np.broadcast_to(np.asarray(size), [2])
+        self._size_px = (int(self.size[0]), int(self.size[1]))  # plain ints: torch.compile traces numpy as tensors
         self.sampling_rate = sampling_rate
         self.bandwidth = bandwidth
         freqs = torch.randn([channels, 2])  # uniform over a disc
@@ -97,11 +100,10 @@ class SynthesisInput(nn.Module):
         # Fade out frequencies that the transform pushed above the band limit.
         amplitudes = (1 - (freqs.norm(dim=2) - self.bandwidth) / (self.sampling_rate / 2 - self.bandwidth)).clamp(0, 1)
         theta = torch.eye(2, 3, device=w.device, dtype=w.dtype)
-        theta[0, 0] = 0.5 * self.size[0] / self.sampling_rate
-        theta[1, 1] = 0.5 * self.size[1] / self.sampling_rate
-        grid = torch.nn.functional.affine_grid(
-            theta.unsqueeze(0), [1, 1, int(self.size[1]), int(self.size[0])], align_corners=False
-        )
+        width, height = self._size_px
+        theta[0, 0] = 0.5 * width / self.sampling_rate
+        theta[1, 1] = 0.5 * height / self.sampling_rate
+        grid = torch.nn.functional.affine_grid(theta.unsqueeze(0), [1, 1, height, width], align_corners=False)
         x = (grid.unsqueeze(3) @ freqs.permute(0, 2, 1).unsqueeze(1).unsqueeze(2)).squeeze(3)  # [N, H, W, C]
         x = x + phases.unsqueeze(1).unsqueeze(2)
         x = torch.sin(x * (np.pi * 2))
@@ -231,7 +233,7 @@ class SynthesisLayer(nn.Module):
             up=self.up_factor,
             down=self.down_factor,
             padding=self.padding,
-            gain=1.0 if self.is_torgb else np.sqrt(2),
+            gain=1.0 if self.is_torgb else math.sqrt(2),  # a float: a numpy scalar splits a compiled graph
             slope=1.0 if self.is_torgb else 0.2,
             clamp=self.conv_clamp,
         )

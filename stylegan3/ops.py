@@ -299,9 +299,12 @@ def _activation_grad_(u: torch.Tensor, gain: float, slope: float, clamp: float |
     inside = None
     if clamp is not None:  # no gradient where the output was clamped (checked first: it rarely is)
         lo, hi = -clamp / (gain * slope), clamp / gain
-        u_min, u_max = torch.aminmax(u)
-        if u_min < lo or u_max > hi:
+        if torch.compiler.is_compiling():  # a data-dependent branch would split the compiled graph at every layer
             inside = (u <= hi) & (u >= lo)
+        else:
+            u_min, u_max = torch.aminmax(u)
+            if u_min < lo or u_max > hi:
+                inside = (u <= hi) & (u >= lo)
     u = u.gt_(0).mul_(gain * (1 - slope)).add_(gain * slope)
     return u.mul_(inside) if inside is not None else u
 
