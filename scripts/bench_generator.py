@@ -14,27 +14,51 @@ so their time (and the ratio to it) is for a run of NVIDIA's code on the same ma
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
 from inversion.precision import PRECISIONS, autocast
 from stylegan3.bench import PLANS, build_plan, time_and_peak
 from stylegan3.compile import compiled_synthesis
+from stylegan3.config import parse_cli
 
 REPO = Path(__file__).resolve().parents[1]
 CHILD = [sys.executable, "-m", "scripts.bench_generator"]  # each measurement in its own process
 
 
-def run_one(args: argparse.Namespace) -> dict:
+@dataclass
+class BenchGeneratorConfig:
+    ALIASES: ClassVar[dict[str, str]] = {"--config": "plan"}  # --config r: the layer plan (not a YAML file here)
+    plan: str = "r"  # StyleGAN3 config t or r, or sg2
+    resolution: int = 256  # output resolution of the layer plan
+    w_dim: int = 512
+    batch: int = 1
+    device: str = "cpu"
+    amp: bool = False  # float16 in the high-resolution layers (CUDA)
+    precision: str = "fp32"  # autocast dtype of the pass: fp32, bf16, fp16
+    compile: bool = False  # torch.compile the synthesis network
+    checkpointing: bool = False  # per-layer gradient checkpointing (fast path)
+    warmup: int | None = None  # untimed passes first (default 0 CPU, 2 CUDA)
+    repeats: int | None = None  # timed passes (default 1 CPU, 5 CUDA)
+    impls: str = "fast,reference"
+    passes: str = "fwd,fwdbwd"
+    json: str | None = None  # also write the figures here
+    child: bool = False  # internal: one measurement, printed as JSON
+    impl: str = "fast"  # internal (child): the ops implementation
+    pass_: str = "fwd"  # internal (child): fwd or fwdbwd
+
+
+def run_one(args: BenchGeneratorConfig) -> dict:
     """Time one pass of one path in this process; returns seconds and peak memory in bytes."""
     device = torch.device(args.device)
     torch.manual_seed(0)
-    G = build_plan(args.config, args.resolution, args.w_dim).to(device)
+    G = build_plan(args.plan, args.resolution, args.w_dim).to(device)
     G.set_impl(args.impl)
     G.set_gradient_checkpointing(args.checkpointing)
     ws = G.mean_w(n=100).unsqueeze(0).repeat(args.batch, 1, 1).to(device)
@@ -63,25 +87,11 @@ def run_one(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", choices=sorted(PLANS), default="r", help="StyleGAN3 config T or R, or sg2")
-    parser.add_argument("--resolution", type=int, default=256, help="output resolution of the layer plan")
-    parser.add_argument("--w-dim", type=int, default=512)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--amp", action="store_true", help="float16 in the high-resolution layers (CUDA)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="autocast dtype of the pass")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the synthesis network")
-    parser.add_argument("--checkpointing", action="store_true", help="per-layer gradient checkpointing (fast path)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed passes first (default 0 CPU, 2 CUDA)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed passes (default 1 CPU, 5 CUDA)")
-    parser.add_argument("--impls", default="fast,reference")
-    parser.add_argument("--passes", default="fwd,fwdbwd")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--impl", default="fast", help=argparse.SUPPRESS)
-    parser.add_argument("--pass", dest="pass_", default="fwd", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = parse_cli(BenchGeneratorConfig, argv, __doc__)
+    if args.plan not in PLANS:
+        raise SystemExit(f"error: plan must be one of {', '.join(sorted(PLANS))}, got {args.plan!r}")
+    if args.precision not in PRECISIONS:
+        raise SystemExit(f"error: precision must be one of {', '.join(PRECISIONS)}, got {args.precision!r}")
     cuda = args.device.startswith("cuda")
     args.warmup = (2 if cuda else int(args.compile)) if args.warmup is None else args.warmup
     args.repeats = (5 if cuda else 1) if args.repeats is None else args.repeats
@@ -90,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     common = [
-        f"--config={args.config}", f"--resolution={args.resolution}", f"--w-dim={args.w_dim}",
+        f"--plan={args.plan}", f"--resolution={args.resolution}", f"--w-dim={args.w_dim}",
         f"--batch={args.batch}", f"--device={args.device}", f"--warmup={args.warmup}", f"--repeats={args.repeats}",
         f"--precision={args.precision}",
     ] + (["--amp"] if args.amp else []) + (["--checkpointing"] if args.checkpointing else [])  # fmt: skip
@@ -98,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, dict[str, dict]] = {}
     precision = ("float16 layers, " if args.amp else "") + args.precision + (", compiled" if args.compile else "")
     print(
-        f"StyleGAN generator benchmark: config {args.config.upper()}, {args.resolution} px, w_dim {args.w_dim}, "
+        f"StyleGAN generator benchmark: config {args.plan.upper()}, {args.resolution} px, w_dim {args.w_dim}, "
         f"batch {args.batch}, {args.device}, {precision}{', checkpointing' if args.checkpointing else ''}; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
@@ -110,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"scripts.{Path(__file__).stem}",
                 "--child",
                 f"--impl={impl}",
-                f"--pass={pass_}",
+                f"--pass_={pass_}",
                 *common,
             ]
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
@@ -139,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
             f"NVIDIA's fused CUDA ops: not run here, ratio open | within 1.2x of NVIDIA's |"
         )
     if args.json:
-        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "results": results}, indent=2))
+        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -14,11 +14,12 @@ best batch (for each LPIPS resolution) and the video warm start (``--warm-steps`
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -28,6 +29,7 @@ from inversion.losses import IdentityLoss, InversionLoss, LossWeights
 from inversion.perceptual import LPIPS
 from inversion.precision import PRECISIONS
 from stylegan3.bench import PLANS, build_plan, time_and_peak
+from stylegan3.config import parse_cli
 
 THESIS_IMAGES_PER_HOUR = 4.0  # 15 minutes per image, GTX 1080 Ti
 
@@ -35,11 +37,31 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = [sys.executable, "-m", "scripts.bench_inversion"]  # each measurement in its own process
 
 
-def run_one(args: argparse.Namespace) -> dict:
+@dataclass
+class BenchInversionConfig:
+    ALIASES: ClassVar[dict[str, str]] = {"--config": "plan"}  # --config r: the layer plan (not a YAML file here)
+    plan: str = "t"  # layer plan: t, r or sg2
+    resolution: int = 64
+    w_dim: int = 64
+    device: str = "cpu"
+    batches: str = "1,4,8"
+    loss_resolutions: str = "0,256"  # LPIPS resolution, 0 = the generator's
+    steps: int | None = None  # timed steps (default 2 CPU, 20 CUDA)
+    warmup: int | None = None  # untimed steps first (default 1 CPU, 5 CUDA)
+    precision: str = "fp32"  # autocast dtype (fp16: loss scaling)
+    compile: bool = False  # torch.compile the synthesis network
+    warm_steps: int = 200  # steps per following frame of a video
+    json: str | None = None  # also write the figures here
+    child: bool = False  # internal: one measurement, printed as JSON
+    batch: int = 1  # internal (child)
+    loss_resolution: int = 0  # internal (child)
+
+
+def run_one(args: BenchInversionConfig) -> dict:
     """Time ``args.steps`` inversion steps of one batch in this process."""
     device = torch.device(args.device)
     torch.manual_seed(0)
-    G = build_plan(args.config, args.resolution, args.w_dim).to(device)
+    G = build_plan(args.plan, args.resolution, args.w_dim).to(device)
     lpips = LPIPS(device=device, _random_backbone=True)
     identity = IdentityLoss(IdentityEncoder(IRSE50()).to(device))
     loss_res = None if args.loss_resolution == 0 else args.loss_resolution
@@ -60,23 +82,11 @@ def run_one(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", choices=sorted(PLANS), default="t", help="layer plan: t, r or sg2")
-    parser.add_argument("--resolution", type=int, default=64)
-    parser.add_argument("--w-dim", type=int, default=64)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batches", default="1,4,8")
-    parser.add_argument("--loss-resolutions", default="0,256", help="LPIPS resolution, 0 = the generator's")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 2 CPU, 20 CUDA)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 1 CPU, 5 CUDA)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="autocast dtype (fp16: loss scaling)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the synthesis network")
-    parser.add_argument("--warm-steps", type=int, default=200, help="steps per following frame of a video")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
-    parser.add_argument("--loss-resolution", type=int, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = parse_cli(BenchInversionConfig, argv, __doc__)
+    if args.plan not in PLANS:
+        raise SystemExit(f"error: plan must be one of {', '.join(sorted(PLANS))}, got {args.plan!r}")
+    if args.precision not in PRECISIONS:
+        raise SystemExit(f"error: precision must be one of {', '.join(PRECISIONS)}, got {args.precision!r}")
     cuda = args.device.startswith("cuda")
     args.steps = (20 if cuda else 2) if args.steps is None else args.steps
     args.warmup = (5 if cuda else 1) if args.warmup is None else args.warmup
@@ -84,12 +94,12 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_one(args)))
         return
     print(
-        f"inversion benchmark: {args.config.upper()} plan at {args.resolution} px, w_dim {args.w_dim}, {args.device}"
+        f"inversion benchmark: {args.plan.upper()} plan at {args.resolution} px, w_dim {args.w_dim}, {args.device}"
         f", {args.precision}{', compiled' if args.compile else ''}; "
         "full loss (MSE, LPIPS-AlexNet, ArcFace IR-SE50, delta-reg), "
         f"random weights; {args.steps} timed steps; torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
-    common = [f"--config={args.config}", f"--resolution={args.resolution}", f"--w-dim={args.w_dim}",
+    common = [f"--plan={args.plan}", f"--resolution={args.resolution}", f"--w-dim={args.w_dim}",
               f"--device={args.device}", f"--steps={args.steps}", f"--warmup={args.warmup}"]  # fmt: skip
     common += [f"--precision={args.precision}"] + (["--compile"] if args.compile else [])
     results = []
@@ -134,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
             )
     print_rows(ok, args.warm_steps)
     if args.json:
-        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "results": results}, indent=2))
+        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
 
 
 def print_rows(results: list[dict], warm_steps: int) -> None:

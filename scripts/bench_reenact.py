@@ -12,11 +12,12 @@ prepares ahead (0: none). The goal at 1024 px with the R plan on an H100 is real
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -28,12 +29,31 @@ from reenactment.model.mapper import MappingNetwork
 from reenactment.pipeline import DrivingOptions, Reenactor, Source, reenact, track_driving
 from stylegan3.bench import PLANS, build_plan
 from stylegan3.compile import compiled_synthesis
+from stylegan3.config import parse_cli
 from stylegan3.sampling import (
     synthesize,
     to_uint8,
 )
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "samples" / "videos" / "grid_lbax4n.mpg"
+
+
+@dataclass
+class BenchReenactConfig:
+    ALIASES: ClassVar[dict[str, str]] = {"--config": "plan"}  # --config r: the layer plan (not a YAML file here)
+    driving: str = str(SAMPLE)  # driving clip (default: a GRID sample)
+    plan: str = "t"  # layer plan: t, r or sg2
+    resolution: int = 64
+    w_dim: int = 64
+    mapper_size: int = 128  # landmark image size (thesis: 580)
+    thesis_mapper: bool = False  # the thesis's channel widths (default: tiny)
+    batch: int = 8
+    device: str = "cpu"
+    amp: bool = False  # generator float16 layers (CUDA)
+    precision: str = "fp32"  # autocast dtype (mapper, generator)
+    compile: bool = False  # torch.compile the synthesis network
+    prefetch: int = 2  # batches prepared ahead by the worker (0: none)
+    json: str | None = None
 
 
 def timed(fn, sync) -> float:
@@ -45,21 +65,12 @@ def timed(fn, sync) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--driving", type=Path, default=SAMPLE, help="driving clip (default: a GRID sample)")
-    parser.add_argument("--config", choices=sorted(PLANS), default="t")
-    parser.add_argument("--resolution", type=int, default=64)
-    parser.add_argument("--w-dim", type=int, default=64)
-    parser.add_argument("--mapper-size", type=int, default=128, help="landmark image size (thesis: 580)")
-    parser.add_argument("--thesis-mapper", action="store_true", help="the thesis's channel widths (default: tiny)")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--amp", action="store_true", help="generator float16 layers (CUDA)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="autocast dtype (mapper, generator)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the synthesis network")
-    parser.add_argument("--prefetch", type=int, default=2, help="batches prepared ahead by the worker (0: none)")
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args(argv)
+    args = parse_cli(BenchReenactConfig, argv, __doc__)
+    driving = Path(args.driving)
+    if args.plan not in PLANS:
+        raise SystemExit(f"error: plan must be one of {', '.join(sorted(PLANS))}, got {args.plan!r}")
+    if args.precision not in PRECISIONS:
+        raise SystemExit(f"error: precision must be one of {', '.join(PRECISIONS)}, got {args.precision!r}")
     device = torch.device(args.device)
 
     def sync() -> None:
@@ -67,24 +78,24 @@ def main(argv: list[str] | None = None) -> dict:
             torch.cuda.synchronize()
 
     torch.manual_seed(0)
-    G = build_plan(args.config, args.resolution, args.w_dim).to(device)
+    G = build_plan(args.plan, args.resolution, args.w_dim).to(device)
     G = compiled_synthesis(G) if args.compile else G
     channels = (16, 32, 64, 128, 256, 512, 512, 512) if args.thesis_mapper else (8, 8, 16, 16, 32, 32, 32, 32)
     mapper = MappingNetwork(args.mapper_size, G.num_ws, args.w_dim, channels).to(device).eval()
     detector = LandmarkDetector("dlib")
     print(
-        f"reenactment benchmark: {args.config.upper()} plan {args.resolution} px, mapper {args.mapper_size} px "
+        f"reenactment benchmark: {args.plan.upper()} plan {args.resolution} px, mapper {args.mapper_size} px "
         f"({sum(p.numel() for p in mapper.parameters()):,} params), batch {args.batch}, {args.device}, "
         f"{args.precision}{', compiled' if args.compile else ''}, prefetch {args.prefetch}; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; driving {args.driving.name}"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; driving {driving.name}"
     )
-    with VideoReader(args.driving) as reader:
+    with VideoReader(driving) as reader:
         frames = list(reader)
     n = len(frames)
     rates: dict[str, float] = {}
-    rates["decode"] = n / timed(lambda: sum(1 for _ in VideoReader(args.driving)), sync)
+    rates["decode"] = n / timed(lambda: sum(1 for _ in VideoReader(driving)), sync)
     rates["landmarks"] = n / timed(lambda: [detector(f) for f in frames], sync)
-    track = track_driving(args.driving, detector, G.img_resolution, DrivingOptions())
+    track = track_driving(driving, detector, G.img_resolution, DrivingOptions())
     source = Source(G.mean_w().cpu(), np.zeros((G.img_resolution,) * 2 + (3,), np.uint8), track.points[0], False)
     reenactor = Reenactor(G, mapper, source, device)
     batches = [track.points[i : i + args.batch] for i in range(0, n, args.batch)]
@@ -118,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         def end_to_end() -> None:
             with autocast(args.precision, device):
-                reenact(reenactor, args.driving, out, detector, batch_size=args.batch, prefetch=args.prefetch)
+                reenact(reenactor, driving, out, detector, batch_size=args.batch, prefetch=args.prefetch)
 
         rates["end to end"] = n / timed(end_to_end, sync)
     for stage, fps in rates.items():
@@ -132,7 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"{rates['end to end']:.1f} frames/s | >= 25 frames/s |"
     )
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "fps": rates}, indent=2))
+        record = {"args": {k: str(v) for k, v in vars(args).items()}, "fps": rates}
+        Path(args.json).write_text(json.dumps(record, indent=2))
     return rates
 
 
