@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import cache
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import stylegan3
+
+# Under pytest-xdist (make test: two workers) each worker and the scripts it starts get an equal share of the cores,
+# so two workers do not fight over every core (a 2-core machine ran one inversion test 10x slower that way).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    torch.set_num_threads(_threads)
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures" / "stylegan"

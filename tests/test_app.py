@@ -24,6 +24,7 @@ import torchvision
 from conftest import FIXTURES, SAMPLES, SHARED
 from PIL import Image
 
+from inversion.losses import LossOptions
 from reenactment.app import (
     OPTIONS,
     AppConfig,
@@ -119,8 +120,7 @@ def server(tmp_path_factory):
         device="cpu",
         steps=3,
         max_steps=10,
-        arcface=arcface,
-        alexnet=alexnet,
+        losses=LossOptions(arcface=arcface, alexnet=alexnet),  # the full loss: random-weight ArcFace and AlexNet
         examples=[str(SHARED / "samples")],
         work_dir=str(root / "work"),
     )

@@ -205,7 +205,7 @@ def test_python_api_motion_options(tmp_path, mapper_dir):
     reenactor = Reenactor(G, load_mapper(mapper_dir), source, torch.device("cpu"))
     shown: list[np.ndarray] = []
     frames = reenactor.frames
-    reenactor.frames = lambda points: (shown.append(points), frames(points))[1]
+    reenactor.frames = lambda points, *images: (shown.append(points), frames(points, *images))[1]
     clip = short_clip(tmp_path / "short.mp4", 12)
 
     def run(options: DrivingOptions) -> tuple[np.ndarray, ReenactResult]:
