@@ -5,32 +5,26 @@ from __future__ import annotations
 
 import io
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import FIXTURES, SAMPLES
+from conftest import FIXTURES, SAMPLES, ScriptRun, run_script
 from PIL import Image
 
 import stylegan3
 from reenactment.model.mapper import WEIGHTS_FILE, MappingNetwork, save_mapper
 
-REPO = Path(__file__).resolve().parents[1]
 PHOTO = SAMPLES / "images" / "london_003_neutral.jpg"
 DRIVING = SAMPLES / "images" / "grid_lrwp9a_frame010_openmouth.png"
 
 
-def run(script: str, *args: str, cache: Path) -> subprocess.CompletedProcess:
-    env = {"PATH": "/usr/bin:/bin", "REENACT_CACHE": str(cache), "REENACT_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    env["TORCH_HOME"] = str(cache / "torch")
-    cmd = [sys.executable, "-m", f"scripts.{Path(script).stem}", *map(str, args)]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+def run(script: str, *args: object, cache: Path) -> ScriptRun:
+    return run_script(script, *args, cache=cache)
 
 
-def error_line(proc: subprocess.CompletedProcess, *names: str) -> str:
+def error_line(proc: ScriptRun, *names: str) -> str:
     """The run failed with exactly one line ``error: ...`` of its own (not glued to a progress bar) that names
     ``names``, and without a traceback."""
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]

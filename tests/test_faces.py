@@ -4,15 +4,13 @@ face was used shows in the result's colours, without asking the code under test.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import FIXTURES, SAMPLES
+from conftest import FIXTURES, SAMPLES, ScriptRun, run_script
 from PIL import Image
 from test_arcface import fake_state
 
@@ -20,7 +18,6 @@ from inversion.arcface import ARCFACE_FILE
 from inversion.perceptual import ALEXNET_FILE
 from reenactment.model.mapper import MappingNetwork, save_mapper
 
-REPO = Path(__file__).resolve().parents[1]
 DRIVING = SAMPLES / "images" / "grid_lrwp9a_frame010_openmouth.png"
 LARGE, SMALL, GAP = 600, 380, 420  # face photo sides and the grey gap between them, pixels
 
@@ -50,10 +47,8 @@ def loss_files(tmp_path_factory) -> tuple[Path, Path]:
     return root / ARCFACE_FILE, root / ALEXNET_FILE
 
 
-def run(script: str, *args, cache: Path) -> subprocess.CompletedProcess:
-    env = {"PATH": "/usr/bin:/bin", "REENACT_CACHE": str(cache), "REENACT_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", f"scripts.{Path(script).stem}", *map(str, args)]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+def run(script: str, *args: object, cache: Path) -> ScriptRun:
+    return run_script(script, *args, cache=cache)
 
 
 def face_note(stdout: str) -> str:

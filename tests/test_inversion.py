@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import FIXTURES, SAMPLES, load_fixture, write_loss_weights
+from conftest import FIXTURES, SAMPLES, ScriptRun, load_fixture, run_script, write_loss_weights
 from PIL import Image
 
 from inversion.inverter import InverterOptions, invert
 from inversion.losses import IdentityLoss, InversionLoss, LossWeights, build_inversion_loss, delta_reg, mse_loss
 from stylegan3.sampling import synthesize
 
-REPO = Path(__file__).resolve().parents[1]
 MSE_ONLY = LossWeights(lpips=0.0, id=0.0)  # MSE + delta-reg: no pretrained networks needed
 
 
@@ -142,8 +138,10 @@ def test_losses_need_their_networks_and_identity_is_per_image():
     torch.testing.assert_close(total, 0.1 * terms["mse"] + 0.05 * terms["id"])
 
 
-def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300, **kwargs)
+def run(args: list[str], env: dict[str, str] | None = None) -> ScriptRun:
+    """``python -m scripts.X ARGS`` with ``env`` added to the environment, in this process."""
+    assert args[0] == "-m" and args[1].startswith("scripts.")
+    return run_script(args[1].removeprefix("scripts."), *args[2:], env=env)
 
 
 def test_invert_script(tmp_path, G):

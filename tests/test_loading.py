@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FIXTURES, fixture_arrays, load_fixture
+from conftest import FIXTURES, fixture_arrays, load_fixture, run_script
 
 import stylegan3
 from stylegan3 import io as sgio
@@ -147,12 +147,7 @@ def test_safetensors_round_trip_is_bit_exact(tmp_path: Path, name: str) -> None:
 
 def test_convert_pkl_script(tmp_path: Path) -> None:
     out = tmp_path / "converted"
-    result = subprocess.run(
-        [sys.executable, "-m", "scripts.convert_pkl", str(FIXTURES / "sg3t_64.pkl"), str(out)],
-        cwd=Path(__file__).resolve().parents[1],
-        capture_output=True,
-        text=True,
-    )
+    result = run_script("convert_pkl", FIXTURES / "sg3t_64.pkl", out)
     assert result.returncode == 0, result.stderr
     G = stylegan3.load(out)
     assert G.num_ws == 16 and G.img_resolution == 64

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import FIXTURES, LONDON, SAMPLES
+from conftest import FIXTURES, LONDON, SAMPLES, run_script
 from PIL import Image
 
 from inversion.dataset import frames_from_input
@@ -21,8 +19,6 @@ from stylegan3.images import IMAGE_SUFFIXES, write_image
 from stylegan3.io import atomic_write
 from stylegan3.runtime import DistEnv, resolve_device
 from stylegan3.sampling import to_uint8
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -95,9 +91,9 @@ def test_scripts_name_an_unknown_device_in_one_line(tmp_path):
     photo = SAMPLES / "images" / LONDON[0]
     net = str(FIXTURES / "sg2_64.pkl")
     commands = [
-        ["-m", "scripts.invert", str(photo), "--network", net, "--out", str(tmp_path / "i"), "device=gpu"],
-        ["-m", "scripts.invert_dataset", "--input", str(tmp_path), "--out", str(tmp_path / "d"), "device=gpu"],
+        ["invert", str(photo), "--network", net, "--out", str(tmp_path / "i"), "device=gpu"],
+        ["invert_dataset", "--input", str(tmp_path), "--out", str(tmp_path / "d"), "device=gpu"],
     ]
     for command in commands:
-        proc = subprocess.run([sys.executable, *command], cwd=REPO, capture_output=True, text=True, timeout=300)
+        proc = run_script(*command)
         assert proc.returncode != 0 and "unknown device 'gpu'" in proc.stderr and "Traceback" not in proc.stderr
