@@ -44,7 +44,7 @@ from inversion.losses import LossOptions
 from stylegan3.config import inline, parse_cli, save_config, to_dict
 from stylegan3.images import write_image
 from stylegan3.io import atomic_write
-from stylegan3.runtime import DistEnv, resolve_device
+from stylegan3.runtime import DistEnv, init_distributed, resolve_device
 from stylegan3.sampling import (
     synthesize,
     to_uint8,
@@ -91,8 +91,7 @@ def main(argv: list[str] | None = None) -> Path:
         device = resolve_device(cfg.device, env.local_rank)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
-    if world > 1:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    init_distributed(device, env)
     out = Path(cfg.out)
     try:
         frames = frames_from_input(cfg.input)[: cfg.limit]

@@ -29,11 +29,29 @@ class DistEnv:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; anything else as given
-    (``cpu``, ``cuda``, ``cuda:1``, ``mps``); an unknown name is a ValueError naming it."""
+    """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; ``cuda`` -> ``cuda:<local_rank>``
+    (under torchrun each rank takes its own GPU, not GPU 0); anything else as given (``cpu``, ``cuda:1``, ``mps``);
+    an unknown name is a ValueError naming it."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError as err:
         raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from err
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device
+
+
+def init_distributed(device: torch.device, env: DistEnv) -> None:
+    """Make ``device`` this process's current CUDA device and, in a torchrun job, join the process group on it
+    (NCCL bound to the rank's GPU through ``device_id``; gloo on the CPU). Nothing else when run directly."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if env.world > 1:
+        import torch.distributed as dist
+
+        if device.type == "cuda":
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")

@@ -61,7 +61,7 @@ import stylegan3
 from reenactment.data.mapper_data import LandmarkPairs
 from stylegan3.config import inline, save_config, to_dict
 from stylegan3.io import atomic_write
-from stylegan3.runtime import DistEnv, resolve_device
+from stylegan3.runtime import DistEnv, init_distributed, resolve_device
 from stylegan3.sampling import synthesize
 
 from .mapper import WEIGHTS_FILE, MapperArchitecture, MappingNetwork, landmark_delta, save_mapper
@@ -472,11 +472,9 @@ def train_mapper(cfg: TrainMapperConfig) -> Path:
         raise ValueError("manifest= and latents= are required (prepare_dataset.py and invert_dataset.py outputs)")
     env = DistEnv.from_environ()
     device = resolve_device(cfg.device, env.local_rank)
+    init_distributed(device, env)
     if device.type == "cuda":
-        torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels once
-    if env.world > 1:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         return MapperTrainer(cfg, env).fit()
     finally:
