@@ -24,8 +24,9 @@ class LossWeights:
 
 
 def mse_loss(image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Pixel mean squared error per image (eq. 3.1): [N, C, H, W] x2 in [-1, 1] -> [N]."""
-    return (image - target).square().flatten(1).mean(dim=1)
+    """Pixel mean squared error per image (eq. 3.1): [N, C, H, W] x2 in [-1, 1] -> [N], in float32 (also for a
+    bf16 image from an autocast generator)."""
+    return (image.float() - target.float()).square().flatten(1).mean(dim=1)
 
 
 def delta_reg(w_plus: torch.Tensor) -> torch.Tensor:
@@ -144,10 +145,15 @@ class InversionLoss(nn.Module):
 
     def target_features(self, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """What the loss needs of a fixed target, computed once without gradients: ``{"id": [N, D]}`` (ArcFace
-        embedding) when the ID term is on, else ``{}``. Pass it to ``forward`` as ``features``."""
-        if self.identity is None or not hasattr(self.identity, "embed"):
-            return {}
-        return {"id": self.identity.embed(target)}
+        embedding) when the ID term is on, ``{"lpips": [...]}`` (the target's AlexNet features) when LPIPS is on
+        and can reuse them. Pass it to ``forward`` as ``features``."""
+        features: dict = {}
+        if self.lpips is not None and hasattr(self.lpips, "features"):
+            with torch.no_grad():
+                features["lpips"] = self.lpips.features(downsample_to(target, self.loss_resolution))
+        if self.identity is not None and hasattr(self.identity, "embed"):
+            features["id"] = self.identity.embed(target)
+        return features
 
     def forward(
         self,
@@ -162,12 +168,17 @@ class InversionLoss(nn.Module):
         terms: dict[str, torch.Tensor] = {"mse": mse_loss(image, target)}
         if self.lpips is not None:
             size = self.loss_resolution
-            terms["lpips"] = self.lpips(downsample_to(image, size), downsample_to(target, size)).reshape(-1)
+            small = downsample_to(image, size)
+            if "lpips" in features:  # the target's features of this call (target_features)
+                terms["lpips"] = self.lpips(small, small, y_features=features["lpips"]).reshape(-1)
+            else:
+                terms["lpips"] = self.lpips(small, downsample_to(target, size)).reshape(-1)
         if self.identity is not None:
             if "id" in features:
                 terms["id"] = self.identity(image, target, features["id"]).reshape(-1)
             else:
                 terms["id"] = self.identity(image, target).reshape(-1)
         terms["delta_reg"] = delta_reg(w_plus)
+        terms = {name: value.float() for name, value in terms.items()}  # float32 whatever the networks ran in
         total = sum(getattr(self.weights, name) * value for name, value in terms.items())
         return total, terms

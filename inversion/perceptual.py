@@ -108,8 +108,32 @@ class LPIPS(nn.Module):
     def train(self, mode: bool = True) -> LPIPS:
         return super().train(False)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """[N, 3, H, W] x [N, 3, H, W] float in [-1, 1] -> [N] distances (0 for identical images)."""
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The five unit-normalised AlexNet feature maps of [N, 3, H, W] in [-1, 1] (float32). The trunk runs in
+        the autocast dtype when one is active; the normalisation and everything after it in float32 (bf16's 8
+        bits made the distance of two near images rounding noise, and early stopping acted on it)."""
+        outs = self.net.net(self.net.scaling_layer(x))
+        feats = []
+        with torch.autocast(x.device.type, enabled=False):
+            for out in outs:
+                out = out.float()
+                feats.append(out / (out.square().sum(dim=1, keepdim=True).sqrt() + 1e-10))
+        return feats
+
+    def distance(self, fx: list[torch.Tensor], fy: list[torch.Tensor]) -> torch.Tensor:
+        """LPIPS of two lists of :meth:`features` -> [N] (float32): the calibrated heads on the squared
+        differences, averaged over space, summed over the five layers."""
+        with torch.autocast(fx[0].device.type, enabled=False):
+            total = 0
+            for head, a, b in zip(self.net.lins, fx, fy):
+                total = total + head((a - b).square()).mean(dim=(2, 3))
+            return total.reshape(fx[0].shape[0])
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, y_features: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """[N, 3, H, W] x [N, 3, H, W] float in [-1, 1] -> [N] distances (0 for identical images). For a fixed
+        ``y`` pass ``y_features=features(y)`` (computed once, without gradients) and its trunk is not run again."""
         if x.ndim != 4 or x.shape[1] != 3 or x.shape != y.shape:
             raise ValueError(f"expected two [N, 3, H, W] batches of one shape, got {tuple(x.shape)}, {tuple(y.shape)}")
-        return self.net(x, y).reshape(x.shape[0])
+        if y_features is None:
+            y_features = self.features(y)
+        return self.distance(self.features(x), y_features)

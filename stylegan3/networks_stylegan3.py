@@ -216,6 +216,10 @@ class SynthesisLayer(nn.Module):
             styles = styles * (1 / np.sqrt(self.in_channels * (self.conv_kernel**2)))
         use_fp16 = self.use_fp16 and not force_fp32 and x.device.type == "cuda"
         dtype = torch.float16 if use_fp16 else (torch.float64 if x.dtype == torch.float64 else torch.float32)
+        if not use_fp16 and x.dtype in (torch.bfloat16, torch.float16) and torch.is_autocast_enabled(x.device.type):
+            # Under autocast the convolutions cast to the autocast dtype anyway: a cast to float32 here would
+            # only round-trip every layer's activations through float32 memory (and back).
+            dtype = x.dtype
         x = modulated_conv2d(
             x.to(dtype),
             self.weight,

@@ -71,3 +71,65 @@ def test_filtered_lrelu_backward_reads_nothing_on_the_host():
     y = filtered_lrelu(x, f.to("meta"), f.to("meta"), b, up=2, down=2, padding=5, clamp=256.0)
     y.sum().backward()
     assert x.grad.shape == x.shape and b.grad.shape == b.shape
+
+
+def test_autocast_keeps_activations_in_the_autocast_dtype():
+    # force_fp32 under autocast cast every layer's bf16 output back to float32 (a full read and write of the
+    # activations per layer), which the next convolution cast to bf16 again. Counted here by the casts of
+    # activation-sized tensors from bf16 to float32 in one forward of a small SG3-R plan.
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from stylegan3.io import build
+
+    class CountCasts(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.upcasts = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is torch.ops.aten._to_copy.default and args[0].dtype == torch.bfloat16:
+                if out.dtype == torch.float32 and args[0].ndim == 4:
+                    self.upcasts += 1
+            return out
+
+    torch.manual_seed(0)
+    kwargs = {"z_dim": 8, "c_dim": 0, "w_dim": 8, "img_resolution": 16, "img_channels": 3, "channel_base": 128,
+              "channel_max": 8, "mapping_kwargs": {"num_layers": 1}, "num_layers": 6, "num_critical": 1,
+              "conv_kernel": 1, "use_radial_filters": True}  # fmt: skip
+    G = build("stylegan3", kwargs).eval().requires_grad_(False)
+    ws = G.mean_w(n=10)[None].repeat(2, 1, 1) + 0.3 * torch.randn(2, G.num_ws, G.w_dim)
+    reference = G.synthesis(ws, force_fp32=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16), CountCasts() as counter:
+        image = G.synthesis(ws, force_fp32=True)
+    assert counter.upcasts <= 1, counter.upcasts  # at most the final image (before: one per layer, 8 here)
+    err = (image.float() - reference).abs().max() / reference.std()
+    assert err < 0.1, err  # still the same image at bf16's precision
+
+
+def test_lpips_term_is_float32_and_the_target_runs_once():
+    from inversion.losses import InversionLoss, LossWeights
+    from inversion.perceptual import LPIPS
+
+    torch.manual_seed(0)
+    lpips = LPIPS(_random_backbone=True)
+    x, y = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1
+    # Our forward is the lpips package's distance, computed by its own code.
+    torch.testing.assert_close(lpips(x, y), lpips.net(x, y).reshape(2), rtol=1e-5, atol=1e-7)
+    calls = []
+    lpips.net.net.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    loss = InversionLoss(LossWeights(id=0), lpips=lpips)
+    w = torch.zeros(2, 4, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        features = loss.target_features(y)
+        calls.clear()
+        _, terms = loss(x, y, w, features)
+        assert len(calls) == 1  # only the image went through AlexNet: the target's features were reused
+        _, again = loss(x, y, w)
+    assert all(value.dtype == torch.float32 for value in terms.values()), {k: v.dtype for k, v in terms.items()}
+    torch.testing.assert_close(terms["lpips"], again["lpips"])
+    # bf16 trunk, float32 reduction: near the fp32 value, and 0 for the target itself.
+    torch.testing.assert_close(terms["lpips"], lpips(x, y), rtol=0.05, atol=1e-3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, same = loss(y, y, w, features)
+    assert same["lpips"].abs().max() == 0
