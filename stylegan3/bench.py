@@ -43,14 +43,14 @@ def time_and_peak(fn: Callable[[], None], device: torch.device) -> tuple[float, 
     was allocated before; on CPU the process's peak resident size above its size before (so run each
     measurement in a fresh process)."""
 
-    def sync() -> None:
+    def sync() -> None:  # the benchmarked device, not the current one (they differ for cuda:1)
         if device.type == "cuda":
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(device)
 
     sync()
     if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
     else:
         base = _rss_bytes()
     start = time.perf_counter()
@@ -58,7 +58,7 @@ def time_and_peak(fn: Callable[[], None], device: torch.device) -> tuple[float, 
     sync()
     seconds = time.perf_counter() - start
     if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() - base
+        peak = torch.cuda.max_memory_allocated(device) - base
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
     return seconds, max(peak, 0)

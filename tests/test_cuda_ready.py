@@ -133,3 +133,14 @@ def test_lpips_term_is_float32_and_the_target_runs_once():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         _, same = loss(y, y, w, features)
     assert same["lpips"].abs().max() == 0
+
+
+def test_benchmark_syncs_and_measures_the_device_it_times(monkeypatch):
+    # On cuda:1 the benchmark synchronised and read the memory of the current device (GPU 0).
+    from stylegan3.bench import time_and_peak
+
+    calls = []
+    for name in ("synchronize", "reset_peak_memory_stats", "memory_allocated", "max_memory_allocated"):
+        monkeypatch.setattr(torch.cuda, name, lambda device=None, _n=name: calls.append((_n, device)) or 0)
+    time_and_peak(lambda: None, torch.device("cuda", 1))
+    assert calls and all(device == torch.device("cuda", 1) for _, device in calls), calls

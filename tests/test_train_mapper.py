@@ -352,3 +352,22 @@ def test_thesis_config_is_the_default():
         "identity",
         0.1,
     )
+
+
+def test_loader_workers_start_once_per_run(dataset, tmp_path, monkeypatch):
+    # The DataLoaders were made anew every epoch: num_workers processes started (and imported torch) each time.
+    from torch.utils.data import dataloader
+
+    starts = []
+    original = dataloader._MultiProcessingDataLoaderIter.__init__
+
+    def counting(self, loader):
+        starts.append(loader.dataset)
+        original(self, loader)
+
+    monkeypatch.setattr(dataloader._MultiProcessingDataLoaderIter, "__init__", counting)
+    trainer = MapperTrainer(smoke_config(dataset, tmp_path / "run", "epochs=3", "num_workers=1"))
+    with one_thread():
+        trainer.fit()
+    assert len(starts) == 2  # one start for the training loader, one for validation, over three epochs
+    assert {id(d) for d in starts} == {id(trainer.train_set), id(trainer.val_set)}

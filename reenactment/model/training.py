@@ -273,16 +273,23 @@ class MapperTrainer:
             loss = loss + image_loss(image_pred, image_target, self.cfg.image_loss_weight)
         return loss
 
-    def _loader(self, dataset: Dataset, epoch: int, sampler=None) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.local_batch,
-            sampler=sampler,
-            shuffle=False,
-            num_workers=self.cfg.num_workers,
-            pin_memory=self.device.type == "cuda",
-            generator=torch.Generator().manual_seed(self.cfg.seed + epoch),  # worker seeds: (seed, epoch) only
-        )
+    def _loader(self, name: str, dataset: Dataset, sampler=None) -> DataLoader:
+        """The DataLoader of ``name`` (train or val), made once: its worker processes live for the whole run
+        (``persistent_workers``) instead of starting again every epoch. The items hold no randomness (the
+        order is the sampler's, a function of (seed, epoch)), so the workers' seeds change nothing."""
+        loaders = self.__dict__.setdefault("_loaders", {})
+        if name not in loaders:
+            loaders[name] = DataLoader(
+                dataset,
+                batch_size=self.local_batch,
+                sampler=sampler,
+                shuffle=False,
+                num_workers=self.cfg.num_workers,
+                persistent_workers=self.cfg.num_workers > 0,
+                pin_memory=self.device.type == "cuda",
+                generator=torch.Generator().manual_seed(self.cfg.seed),
+            )
+        return loaders[name]
 
     def _all_sum(self, values: list[float]) -> list[float]:
         if self.env.world == 1:
@@ -293,16 +300,17 @@ class MapperTrainer:
 
     def train_epoch(self, epoch: int) -> float:
         """One pass over this rank's share of the shuffled training pairs; returns the mean loss over all ranks."""
-        sampler = DistributedSampler(
-            self.train_set, num_replicas=self.env.world, rank=self.env.rank, shuffle=True, seed=self.cfg.seed
-        )
-        sampler.set_epoch(epoch)  # the order is a function of (seed, epoch)
+        if "_train_sampler" not in self.__dict__:
+            self._train_sampler = DistributedSampler(
+                self.train_set, num_replicas=self.env.world, rank=self.env.rank, shuffle=True, seed=self.cfg.seed
+            )
+        self._train_sampler.set_epoch(epoch)  # the order is a function of (seed, epoch)
         if self.cfg.lr_reset_each_epoch is not None:
             for group in self.optimizer.param_groups:
                 group["lr"] = self.cfg.lr_reset_each_epoch
         self.model.train()
         total, count = 0.0, 0
-        loader = self._loader(self.train_set, epoch, sampler)
+        loader = self._loader("train", self.train_set, self._train_sampler)
         bar = tqdm(
             loader, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="batch", disable=not self.env.is_main, leave=False
         )
@@ -332,7 +340,7 @@ class MapperTrainer:
                 dist.broadcast(buffer, 0)
         self.mapper.eval()  # the bare network: no DDP collectives, ranks may hold different batch counts
         total, count = 0.0, 0
-        for batch in self._loader(self.val_set, epoch):
+        for batch in self._loader("val", self.val_set):
             n = len(batch["w_d"])
             total += self._loss(self.mapper, batch).item() * n
             count += n
