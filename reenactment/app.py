@@ -30,6 +30,7 @@ from torch import nn
 
 from inversion.inverter import InverterOptions
 from inversion.losses import LossOptions
+from inversion.precision import check_precision
 from stylegan3.config import ConfigError, get_value, inline, set_value
 from stylegan3.images import IMAGE_SUFFIXES
 from stylegan3.runtime import resolve_device
@@ -59,7 +60,8 @@ class AppConfig:
     max_steps: int = 2000  # the most inversion steps a request may ask for
     max_frames: int = 3000  # the longest driving clip accepted, in frames (2 minutes at 25 fps)
     max_file_size: str = "200mb"  # the largest upload
-    batch_size: int = 8  # driving frames per generator batch
+    batch_size: int = 8  # driving frames per generator batch (see the README for the GPU memory it takes)
+    precision: str = "fp32"  # fp32, bf16 or fp16: the sources' inversion and the frames' generator under autocast
     cache: bool = True  # cache source latents under $REENACT_CACHE/latents
     losses: LossOptions = inline(LossOptions)  # the sources' inversion loss: loss.*, loss_resolution, arcface, alexnet
     examples: list[str] = field(default_factory=lambda: ["../shared/samples"])  # folders of example photos/clips
@@ -218,6 +220,7 @@ class Reenactment:
         self.cfg = cfg
         self.work_dir = work_dir
         self.device = resolve_device(cfg.device)
+        check_precision(cfg.precision)
         self._networks: OrderedDict[tuple[str, str], nn.Module] = OrderedDict()
         self._detector: LandmarkDetector | None = None
         self._lock = threading.Lock()
@@ -276,7 +279,7 @@ class Reenactment:
             timings["load"] = time.perf_counter() - start
             t = time.perf_counter()
             cfg = self.cfg
-            settings = SourceInversion(InverterOptions(steps=options.steps), cfg.losses)
+            settings = SourceInversion(InverterOptions(steps=options.steps, precision=cfg.precision), cfg.losses)
             progress("inverting the source", 0, options.steps)
             src = prepare_source(
                 G, source, detector, settings, self.device, options.driving.tracking.tilt, cfg.cache,
@@ -297,7 +300,7 @@ class Reenactment:
                 counts["written"] += n
                 progress("reenacting frames", counts["written"], total_frames)
 
-            reenactor = Reenactor(G, mapper, src, self.device)
+            reenactor = Reenactor(G, mapper, src, self.device, cfg.precision)
             result = reenact(
                 reenactor, driving, folder / "reenacted.mp4", detector, options=options.driving,
                 batch_size=cfg.batch_size, concat=options.concat, paste_back=options.paste_back,

@@ -28,6 +28,7 @@ from tqdm import tqdm
 import stylegan3
 from inversion.inverter import InverterOptions
 from inversion.losses import LossOptions
+from inversion.precision import check_precision
 from reenactment.faces.landmarks import LandmarkDetector, NoFaceError
 from reenactment.model.mapper import load_mapper
 from reenactment.pipeline import (
@@ -57,7 +58,8 @@ class ReenactConfig:
     concat: bool = False  # write driving | source | result side by side
     paste_back: bool = False  # put the reenacted face back into the source photo (its size, its background)
     device: str = "auto"  # auto (cuda if available), cpu, cuda, mps
-    batch_size: int = 8  # driving frames per generator batch
+    batch_size: int = 8  # driving frames per generator batch (see the README for the GPU memory it takes)
+    precision: str = "fp32"  # fp32, bf16 or fp16: the source's inversion and the frames' generator under autocast
     backend: str = "dlib"  # landmark backend: dlib or mediapipe
     face: str = "largest"  # which face of the source photo: largest, or an index (0 = the largest)
     latent: str | None = None  # the source's W+ as .npy [num_ws, w_dim]: skip inverting it
@@ -75,13 +77,14 @@ def main(argv: list[str] | None = None) -> Path:
     start = time.time()
     try:
         cfg.driving_options.check()
+        check_precision(cfg.precision)
         check_driving(cfg.driving, cfg.output)  # before the models load and the source is inverted
         device = resolve_device(cfg.device)
         G = stylegan3.load(cfg.network, device=device)
         mapper = load_mapper(cfg.mapper, device=device)
         check_networks(G, mapper)
         detector = LandmarkDetector(cfg.backend)
-        settings = SourceInversion(InverterOptions(steps=cfg.steps), cfg.losses)
+        settings = SourceInversion(InverterOptions(steps=cfg.steps, precision=cfg.precision), cfg.losses)
         if cfg.latent:
             latent = np.load(cfg.latent)
             source = prepare_source(
@@ -111,7 +114,7 @@ def main(argv: list[str] | None = None) -> Path:
             )
             bar.close()
             print("source latent: " + ("from the cache" if source.cached else f"inverted in {cfg.steps} steps"))
-        reenactor = Reenactor(G, mapper, source, device)
+        reenactor = Reenactor(G, mapper, source, device, cfg.precision)
         tracked = tqdm(unit="frame", desc="landmarks", leave=False)
         written = tqdm(unit="frame", desc="reenact")
         result = reenact(

@@ -89,6 +89,14 @@ def test_single_driving_image_and_clear_errors(tmp_path, mapper_dir):
     assert proc.returncode != 0 and "no face found in" in proc.stderr and "Traceback" not in proc.stderr
     proc = reenact(SOURCE, DRIVING, tmp_path / "x.mp4", tmp_path / "nomapper", tmp_path / "cache")
     assert proc.returncode != 0 and "mapper.json" in proc.stderr
+    # The generator under bf16 autocast (with the given latent): the same frame at bf16's precision.
+    proc = reenact(SOURCE, driving, tmp_path / "bf16.png", mapper_dir, tmp_path / "c", f"latent={tmp_path / 'w.npy'}",
+                   "precision=bf16")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fp32, bf16 = (np.asarray(Image.open(tmp_path / f"{n}.png")).astype(int) for n in ("two", "bf16"))
+    assert fp32.shape == bf16.shape and 0 < np.abs(fp32 - bf16).mean() < 8
+    proc = reenact(SOURCE, driving, tmp_path / "4.png", mapper_dir, tmp_path / "c", "precision=fp64")
+    assert proc.returncode == 1 and "precision must be one of fp32, bf16, fp16, got 'fp64'" in proc.stderr
 
 
 def test_reenactor_feeds_the_mapper_what_it_was_trained_on(mapper_dir):
