@@ -2,9 +2,10 @@
 
 The arithmetic is exact about the work (frames, steps, ``invert`` calls, as :func:`inversion.dataset.invert_calls`
 schedules them, shard k on rank ``k % world``) and measured about the time: a few steps of one batch on the chosen
-device give the seconds per step and the seconds per call outside the steps (target features, the final loss).
-A call of fewer images than the measured batch is costed in proportion when each image runs its own pass, and as
-the full batch with ``joint_pass`` (an upper bound). With early stopping the steps are an upper bound too.
+device give the seconds per step and the seconds per call outside the steps (target features, the final loss),
+measured at the run's largest call and at one image; a call of another size is interpolated linearly between the
+two (a step has a fixed part, Adam and the loop, besides the images' passes). With early stopping the steps are an
+upper bound.
 """
 
 from __future__ import annotations
@@ -17,21 +18,25 @@ from dataclasses import dataclass
 import torch
 
 from .dataset import DatasetInversion, Frame, invert_calls
-from .inverter import invert, resolve_joint_pass
+from .inverter import invert
 
 
 @dataclass(frozen=True)
 class StepTiming:
-    """Measured on one batch of ``batch`` images: seconds per Adam step and per call outside the steps."""
+    """Seconds per Adam step and per call outside the steps, measured on a batch of ``batch`` images and on one."""
 
+    batch: int
     per_step: float
     per_call: float
-    batch: int
+    per_step_one: float
+    per_call_one: float
 
-    def seconds(self, images: int, steps: int, joint_pass: bool) -> float:
-        """Device seconds of one call of ``images`` images and ``steps`` steps."""
-        share = 1.0 if joint_pass else images / self.batch
-        return share * (steps * self.per_step + self.per_call)
+    def seconds(self, images: int, steps: int) -> float:
+        """Device seconds of one call of ``images`` images and ``steps`` steps (linear between 1 and ``batch``)."""
+        f = (images - 1) / (self.batch - 1) if self.batch > 1 else 0.0
+        step = self.per_step_one + f * (self.per_step - self.per_step_one)
+        call = self.per_call_one + f * (self.per_call - self.per_call_one)
+        return steps * step + call
 
 
 def seconds_per_step(
@@ -65,7 +70,6 @@ class CostEstimate:
     calls_warm: int
     timing_first: StepTiming
     timing_warm: StepTiming | None
-    joint_pass: bool
     world: int
     seconds_total: float  # device-seconds summed over every process
     seconds_per_gpu: float  # the busiest process (shards go to rank k % world)
@@ -82,17 +86,21 @@ class CostEstimate:
         """The lines ``estimate=true`` prints."""
         most = "at most " if early_stop else ""
         lines = [
-            f"frames: {self.frames} ({self.first_frames} first frames, {self.warm_frames} warm frames)",
+            f"frames: {self.frames}"
+            + (f" ({self.first_frames} first frames, {self.warm_frames} warm frames)" if self.warm_frames else ""),
             f"steps per frame: {most}{self.steps_first} first, {most}{self.steps_warm} warm"
             if self.warm_frames
             else f"steps per frame: {most}{self.steps_first}",
-            f"invert calls: {self.calls_first + self.calls_warm} ({self.calls_first} first, {self.calls_warm} warm)",
+            f"invert calls: {self.calls_first + self.calls_warm}"
+            + (f" ({self.calls_first} first, {self.calls_warm} warm)" if self.warm_frames else ""),
         ]
-        for name, t in (("first", self.timing_first), ("warm", self.timing_warm)):
+        names = ("first frames", "warm frames") if self.warm_frames else ("a batch", "")
+        for name, t in zip(names, (self.timing_first, self.timing_warm)):
             if t is not None:
+                one = f"; 1 image: {t.per_step_one:.4g} s, {t.per_call_one:.3g} s" if t.batch > 1 else ""
                 lines.append(
-                    f"measured ({name} batch of {t.batch}): {t.per_step:.4g} s per step, "
-                    f"{t.per_step / t.batch:.4g} s per image-step, {t.per_call:.3g} s per call besides the steps"
+                    f"measured ({name}), batch of {t.batch}: {t.per_step:.4g} s per step, "
+                    f"{t.per_call:.3g} s per call besides the steps{one}"
                 )
         lines.append(
             f"projected: {self.hours_total:.4g} device-hours in all ({self.seconds_total:.4g} s); "
@@ -109,15 +117,14 @@ def estimate_cost(
     warm_steps: int,
     timing_first: StepTiming,
     timing_warm: StepTiming | None,
-    joint_pass: bool,
     world: int = 1,
 ) -> CostEstimate:
     """The cost of inverting shards of these ``lengths`` (in shard order) on ``world`` processes."""
     per_rank = []
     for rank in range(world):
         calls = invert_calls(lengths[rank::world], batch_size, sequential)
-        seconds = sum(timing_first.seconds(n, steps, joint_pass) for n in calls.first)
-        seconds += sum((timing_warm or timing_first).seconds(n, warm_steps, joint_pass) for n in calls.warm)
+        seconds = sum(timing_first.seconds(n, steps) for n in calls.first)
+        seconds += sum((timing_warm or timing_first).seconds(n, warm_steps) for n in calls.warm)
         per_rank.append(seconds)
     calls = invert_calls(lengths, batch_size, sequential)
     return CostEstimate(
@@ -130,7 +137,6 @@ def estimate_cost(
         calls_warm=len(calls.warm),
         timing_first=timing_first,
         timing_warm=timing_warm,
-        joint_pass=joint_pass,
         world=world,
         seconds_total=sum(per_rank),
         seconds_per_gpu=max(per_rank, default=0.0),
@@ -140,16 +146,21 @@ def estimate_cost(
 def time_batch(
     runner: DatasetInversion, images: torch.Tensor, steps: int, w_init: torch.Tensor | None = None
 ) -> tuple[StepTiming, torch.Tensor]:
-    """:func:`seconds_per_step` of ``runner``'s inversion of ``images`` (no early stopping: every step runs);
-    also returns the latents reached (a warm batch's start)."""
+    """:func:`seconds_per_step` of ``runner``'s inversion of ``images`` and of its first image alone (no early
+    stopping: every step runs); also returns the latents reached (a warm batch's start)."""
     reached: list[torch.Tensor] = []
 
-    def run(k: int) -> None:
-        options = dataclasses.replace(runner.options, steps=k, early_stop_patience=0)
-        reached[:] = [invert(runner.G, images, runner.loss_fn, options, w_init=w_init).w_plus]  # waits for the device
+    def timed(rows: int) -> tuple[float, float]:
+        def run(k: int) -> None:
+            options = dataclasses.replace(runner.options, steps=k, early_stop_patience=0)
+            start = None if w_init is None else w_init[:rows]
+            reached[:] = [invert(runner.G, images[:rows], runner.loss_fn, options, w_init=start).w_plus]  # waits
 
-    per_step, per_call = seconds_per_step(run, steps)
-    return StepTiming(per_step, per_call, images.shape[0]), reached[0]
+        return seconds_per_step(run, steps)
+
+    one = timed(1)
+    batch = timed(len(images)) if len(images) > 1 else one
+    return StepTiming(len(images), *batch, *one), reached[0]
 
 
 def estimate_run(runner: DatasetInversion, shards: list[list[Frame]], steps: int, world: int = 1) -> CostEstimate:
@@ -176,6 +187,5 @@ def estimate_run(runner: DatasetInversion, shards: list[list[Frame]], steps: int
         runner.warm_steps,
         timing_first,
         timing_warm,
-        resolve_joint_pass(runner.options.joint_pass, runner.device),
         world,
     )

@@ -118,7 +118,9 @@ def main(argv: list[str] | None = None) -> Path:
         except ValueError as err:
             raise SystemExit(f"error: {err}") from None
         if rank == 0:
-            print(f"estimate for {cfg.input} on {device}, batch_size {cfg.batch_size}, warm_start {cfg.warm_start}:")
+            passes = "one pass per batch" if record["settings"]["joint_pass"] else "one pass per image"
+            where = f"on {device}, batch_size {cfg.batch_size} ({passes}), warm_start {cfg.warm_start}"
+            print(f"estimate for {cfg.input} {where}:")
             print(cost.report(early_stop=cfg.inverter.early_stop_patience > 0))
         return out
     if world > 1:

@@ -253,20 +253,20 @@ def test_seconds_per_step_and_cost_arithmetic():
     assert seconds_per_step(run, 5, clock=lambda: clock[0]) == pytest.approx((3.0, 2.0))
     with pytest.raises(ValueError, match="at least 2"):
         seconds_per_step(run, 1)
-    timing = StepTiming(per_step=0.5, per_call=1.0, batch=2)
-    # Videos [3, 1, 2], batch 2: first calls [2, 1], warm calls [1, 2]; per image a share of the measured batch.
-    cost = estimate_cost([3, 1, 2], 2, True, 10, 4, timing, timing, joint_pass=False, world=1)
-    first = (2 / 2 + 1 / 2) * (10 * 0.5 + 1.0)
-    warm = (1 / 2 + 2 / 2) * (4 * 0.5 + 1.0)
-    assert cost.seconds_total == pytest.approx(first + warm) and cost.seconds_per_gpu == cost.seconds_total
+    timing = StepTiming(batch=2, per_step=0.5, per_call=1.0, per_step_one=0.3, per_call_one=0.8)
+    assert timing.seconds(2, 10) == pytest.approx(6.0) and timing.seconds(1, 10) == pytest.approx(3.8)
+    # Videos [3, 1, 2], batch 2: first calls [2, 1], warm calls [1, 2].
+    cost = estimate_cost([3, 1, 2], 2, True, 10, 4, timing, timing, world=1)
+    assert cost.seconds_total == pytest.approx(6.0 + 3.8 + 2.0 + 3.0) and cost.seconds_per_gpu == cost.seconds_total
     assert (cost.frames, cost.first_frames, cost.warm_frames, cost.calls_first, cost.calls_warm) == (6, 3, 3, 2, 2)
     # Two ranks: rank 0 has videos 0 and 2 (first [2], warm [2, 1]), rank 1 video 1 (first [1]).
-    two = estimate_cost([3, 1, 2], 2, True, 10, 4, timing, timing, joint_pass=False, world=2)
-    rank0 = 1.0 * 6.0 + (1.0 + 0.5) * 3.0
-    assert two.seconds_per_gpu == pytest.approx(rank0) and two.seconds_total == pytest.approx(first + warm)
-    joint = estimate_cost([5], 4, False, 10, 4, timing, None, joint_pass=True)
-    assert joint.seconds_total == pytest.approx(2 * 6.0) and joint.hours_total == pytest.approx(12 / 3600)
-    assert "6 first frames" not in cost.report() and "3 warm frames" in cost.report()
+    two = estimate_cost([3, 1, 2], 2, True, 10, 4, timing, timing, world=2)
+    assert two.seconds_per_gpu == pytest.approx(6.0 + 3.0 + 2.0) and two.seconds_total == pytest.approx(14.8)
+    # No warm start: chunks [4, 1] of one shard of 5; between 1 and 4 images the time is linear.
+    plain = estimate_cost([5], 4, False, 10, 4, StepTiming(4, 1.0, 2.0, 0.25, 0.5), None)
+    assert plain.seconds_total == pytest.approx(12.0 + 3.0) and plain.hours_total == pytest.approx(15 / 3600)
+    assert StepTiming(4, 1.0, 2.0, 0.25, 0.5).seconds(3, 10) == pytest.approx(0.5 + 1.0 + 10 * (0.25 + 0.5))
+    assert "3 warm frames" in cost.report() and "warm" not in plain.report()
 
 
 def test_estimate_prints_the_cost_and_writes_nothing(manifest, tmp_path, capsys):
