@@ -206,6 +206,20 @@ def test_batched_warm_start_killed_and_resumed(manifest, single_run, full_loss_f
     assert same_latents(out, single_run)
 
 
+def test_failed_frame_retried_by_the_rerun(manifest, single_run, full_loss_files, tmp_path):
+    frames = frames_from_input(manifest)
+    broken = frames[4].path.read_bytes()  # v2/000000
+    Image.new("RGB", (64, 48)).save(frames[4].path)  # not square
+    try:
+        out = run_main(manifest, tmp_path / "f", "batch_size=2", *full_loss_files)
+    finally:
+        frames[4].path.write_bytes(broken)
+    failed = [json.loads(line)["id"] for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert failed == ["v2/000000"] and "v2/000001" in load_latents(out)  # v2 went on from the mean w
+    run_main(manifest, out, "batch_size=2", *full_loss_files)  # retries v2, the whole video
+    assert same_latents(out, single_run) and (out / "failures.jsonl").read_text() == ""
+
+
 def test_ranks_and_retries_of_batched_warm_start(G, manifest, tmp_path):
     frames = frames_from_input(manifest)
     shards = make_shards(frames, 2, by_video=True)
