@@ -42,7 +42,7 @@ class InverterOptions:
     early_stop_min_delta: float = 1e-4  # relative improvement that counts
     precision: str = "fp32"  # fp32, bf16 (autocast) or fp16 (autocast + dynamic loss scaling); latents stay fp32
     compile: bool = False  # torch.compile the synthesis network (stylegan3.compile)
-    log_every: int = 10  # history of per-term losses every N steps
+    log_every: int = 10  # loss history and the early-stop check every N steps (0: no history, check every 10)
     joint_pass: bool | str = "auto"  # one forward/backward for the whole batch; auto: on CUDA only (else per image)
 
     def resolved(self, device: torch.device | str) -> InverterOptions:
