@@ -1,7 +1,8 @@
 """Inverting a whole dataset: work split into shards, shards split over processes, each shard written atomically.
 
 A shard is a fixed list of frames (``shard_size`` consecutive manifest frames, or one whole video with
-``warm_start="sequential"``); shard k belongs to rank ``k % world_size``. Finished shards are files
+``warm_start="sequential"``, where frame t of ``batch_size`` videos is inverted together, each from its own previous
+latent); shard k belongs to rank ``k % world_size``. Finished shards are files
 (``latents/shard_<k>.npz``: ``ids``, ``w`` float32 [n, num_ws, w_dim], ``loss_<term>`` [n], ``steps`` [n], and
 ``failed_ids`` / ``failed_reasons`` for frames whose image could not be used), so a killed run resumes at the
 first unfinished shard with the same results, and any number of processes (``torchrun``) can share the work.
@@ -27,7 +28,7 @@ from torch import nn
 from stylegan3.images import IMAGE_SUFFIXES, ImageReadError, read_image
 from stylegan3.io import atomic_write
 
-from .inverter import InverterOptions, invert
+from .inverter import InversionResult, InverterOptions, invert
 from .losses import InversionLoss
 from .targets import resize_square, to_tensor
 
@@ -259,6 +260,52 @@ def load_latents(out: str | Path) -> dict[str, np.ndarray]:
     return result
 
 
+def video_rounds(lengths: list[int], batch_size: int) -> Iterator[list[tuple[int, int]]]:
+    """The order of batched sequential warm start: ``batch_size`` slots each hold one video (by position in
+    ``lengths``, taken in order); a round is the next frame ``(video, index)`` of every occupied slot, and a slot
+    whose video has ended takes the next video for the following round. Empty videos are passed over."""
+    slots: list[list[int] | None] = [None] * max(1, batch_size)
+    following = 0
+    while True:
+        for s, slot in enumerate(slots):
+            while slot is None and following < len(lengths):
+                if lengths[following]:
+                    slot = slots[s] = [following, 0]
+                following += 1
+        frames = [(slot[0], slot[1]) for slot in slots if slot is not None]
+        if not frames:
+            return
+        yield frames
+        for s, slot in enumerate(slots):
+            if slot is not None:
+                slot[1] += 1
+                if slot[1] == lengths[slot[0]]:
+                    slots[s] = None
+
+
+@dataclass
+class InvertCalls:
+    """The ``invert`` calls a run makes: the batch size of each call from the mean w (or ``initial_w``: first
+    frames, or every frame without warm start) and of each call from a previous frame (warm)."""
+
+    first: list[int]
+    warm: list[int]
+
+
+def invert_calls(lengths: list[int], batch_size: int, sequential: bool) -> InvertCalls:
+    """The calls that inverting shards of these ``lengths`` makes (every frame's image readable): chunks of
+    ``batch_size`` per shard, or (``sequential``) per round of :func:`video_rounds`, its first frames in one call
+    and its warm frames in another."""
+    if not sequential:
+        return InvertCalls([min(batch_size, n - i) for n in lengths for i in range(0, n, batch_size)], [])
+    calls = InvertCalls([], [])
+    for frames in video_rounds(lengths, batch_size):
+        first = sum(1 for _, t in frames if t == 0)
+        calls.first += [first] if first else []
+        calls.warm += [len(frames) - first] if len(frames) > first else []
+    return calls
+
+
 @dataclass
 class DatasetInversion:
     """Inverts shards with one generator and loss on one device."""
@@ -287,48 +334,112 @@ class DatasetInversion:
             tensors.append(to_tensor(image))
         return ok, (torch.cat(tensors).to(self.device) if tensors else torch.empty(0)), failed
 
-    def run_shard(self, frames: list[Frame], on_frames: Callable[[int], None] | None = None) -> dict:
-        """Invert one shard; returns ``ids``, ``w``, ``losses`` and ``steps``, and the failures."""
-        ids: list[str] = []
-        ws: list[np.ndarray] = []
-        losses: dict[str, list[float]] = {}
-        steps: list[int] = []
-        failures: list[tuple[Frame, str]] = []
-        for batch, w_init, options in self._batches(frames):
-            ok, targets, failed = self._targets(batch)
-            failures += failed
-            if not ok:
-                continue
-            result = invert(self.G, targets, self.loss_fn, options, w_init=w_init)
-            self._last_w = result.w_plus[-1:].detach()
-            ids += [f.id for f in ok]
-            ws.append(result.w_plus.cpu().numpy())
-            for term, value in result.losses.items():
-                losses.setdefault(term, []).extend(value.cpu().tolist())
-            steps += result.steps_run
-            if self.preview is not None:
-                for frame, target, w in zip(ok, targets, result.w_plus):
-                    self.preview(frame, target, w)
-            if on_frames:
-                on_frames(len(batch))
-        w_all = np.concatenate(ws) if ws else np.zeros((0, self.G.num_ws, self.G.w_dim), np.float32)
-        return {
-            "ids": ids,
-            "w": w_all,
-            "losses": {t: np.asarray(v) for t, v in losses.items()},
-            "steps": steps,
-            "failures": failures,
-        }
+    def initial_w(self, images: torch.Tensor) -> torch.Tensor | None:
+        """Where the inversion of ``images`` [n, 3, res, res] (frames without a previous latent) starts:
+        [n, num_ws, w_dim], or None for the mean w."""
+        return None
 
-    def _batches(self, frames: list[Frame]) -> Iterator[tuple[list[Frame], torch.Tensor | None, InverterOptions]]:
+    def run(
+        self, work: list[tuple[int, list[Frame]]], on_frames: Callable[[int], None] | None = None
+    ) -> Iterator[tuple[int, dict]]:
+        """Invert each ``(shard index, frames)`` of ``work``; yields ``(k, result)`` (see :meth:`run_shard`) as soon
+        as shard k is complete. With ``warm_start="sequential"`` (a shard is one video) frame t of up to
+        ``batch_size`` videos is inverted together, each from its own previous latent; a video's first frame (no
+        previous latent) goes in a separate call with the full ``options.steps``; a slot whose video has ended
+        takes the next video. Without ``joint_pass`` every latent equals the one of ``batch_size=1``."""
         if self.warm_start == "none":
-            for i in range(0, len(frames), self.batch_size):
-                yield frames[i : i + self.batch_size], None, self.options
+            for k, frames in work:
+                yield k, self._run_chunks(frames, on_frames)
             return
         if self.warm_start != "sequential":
             raise ValueError(f"warm_start must be 'none' or 'sequential', got {self.warm_start!r}")
-        # One frame at a time: each starts where the previous frame of its video ended.
-        self._last_w = None
+        yield from self._run_videos(work, on_frames)
+
+    def run_shard(self, frames: list[Frame], on_frames: Callable[[int], None] | None = None) -> dict:
+        """Invert one shard; returns ``ids``, ``w``, ``losses`` and ``steps``, and the failures."""
+        return next(self.run([(0, frames)], on_frames))[1]
+
+    def _run_chunks(self, frames: list[Frame], on_frames: Callable[[int], None] | None) -> dict:
+        shard = _ShardResult()
+        for i in range(0, len(frames), self.batch_size):
+            batch = frames[i : i + self.batch_size]
+            ok, targets, failed = self._targets(batch)
+            shard.failures += failed
+            if ok:
+                result = invert(self.G, targets, self.loss_fn, self.options, w_init=self.initial_w(targets))
+                for j, frame in enumerate(ok):
+                    shard.add(frame, result, j)
+                    self._preview(frame, targets[j], result.w_plus[j])
+            if on_frames:
+                on_frames(len(batch))
+        return shard.finish(self.G)
+
+    def _run_videos(
+        self, work: list[tuple[int, list[Frame]]], on_frames: Callable[[int], None] | None
+    ) -> Iterator[tuple[int, dict]]:
         warm = dataclasses.replace(self.options, steps=self.warm_steps)
-        for frame in frames:
-            yield [frame], self._last_w, (self.options if self._last_w is None else warm)
+        shards = {v: _ShardResult() for v in range(len(work))}
+        last_w: dict[int, torch.Tensor] = {}  # video -> [1, num_ws, w_dim], its last inverted frame's latent
+        lengths = [len(frames) for _, frames in work]
+        for v in [v for v, n in enumerate(lengths) if n == 0]:
+            yield work[v][0], shards.pop(v).finish(self.G)
+        for round_frames in video_rounds(lengths, self.batch_size):
+            batch = [work[v][1][t] for v, t in round_frames]
+            video_of = {frame.id: v for frame, (v, _) in zip(batch, round_frames)}
+            ok, targets, failed = self._targets(batch)
+            for frame, reason in failed:
+                shards[video_of[frame.id]].failures.append((frame, reason))
+            first = [j for j, frame in enumerate(ok) if video_of[frame.id] not in last_w]
+            following = [j for j, frame in enumerate(ok) if video_of[frame.id] in last_w]
+            for rows, options in ((first, self.options), (following, warm)):
+                if not rows:
+                    continue
+                images = targets[rows]
+                if options is warm:
+                    w_init = torch.cat([last_w[video_of[ok[j].id]] for j in rows])
+                else:
+                    w_init = self.initial_w(images)
+                result = invert(self.G, images, self.loss_fn, options, w_init=w_init)
+                for r, j in enumerate(rows):
+                    v = video_of[ok[j].id]
+                    shards[v].add(ok[j], result, r)
+                    last_w[v] = result.w_plus[r : r + 1].detach()
+                    self._preview(ok[j], images[r], result.w_plus[r])
+            if on_frames:
+                on_frames(len(batch))
+            for v, t in round_frames:
+                if t == lengths[v] - 1:  # the video's last frame: its shard is complete
+                    last_w.pop(v, None)
+                    yield work[v][0], shards.pop(v).finish(self.G)
+
+    def _preview(self, frame: Frame, target: torch.Tensor, w: torch.Tensor) -> None:
+        if self.preview is not None:
+            self.preview(frame, target, w)
+
+
+@dataclass
+class _ShardResult:
+    """One shard's results as they come in."""
+
+    ids: list[str] = dataclasses.field(default_factory=list)
+    ws: list[np.ndarray] = dataclasses.field(default_factory=list)
+    losses: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    steps: list[int] = dataclasses.field(default_factory=list)
+    failures: list[tuple[Frame, str]] = dataclasses.field(default_factory=list)
+
+    def add(self, frame: Frame, result: InversionResult, row: int) -> None:
+        self.ids.append(frame.id)
+        self.ws.append(result.w_plus[row].detach().cpu().numpy())
+        for term, value in result.losses.items():
+            self.losses.setdefault(term, []).append(float(value[row]))
+        self.steps.append(result.steps_run[row])
+
+    def finish(self, G: nn.Module) -> dict:
+        w = np.stack(self.ws) if self.ws else np.zeros((0, G.num_ws, G.w_dim), np.float32)
+        return {
+            "ids": self.ids,
+            "w": w,
+            "losses": {t: np.asarray(v) for t, v in self.losses.items()},
+            "steps": self.steps,
+            "failures": self.failures,
+        }

@@ -5,13 +5,17 @@ and backward pass runs on its own (``[1, ...]`` shapes, the same operations in t
 so a batch gives bit for bit the latents of inverting its images one at a time, whatever else is in the batch:
 the kernels' float32 summation order depends on the batch size (measured: 6.7e-6 in one forward pass of the 64 px
 test generator), and Adam's normalised steps carry such differences into the latents. ``joint_pass=True`` runs the
-whole batch in one pass instead (fewer, larger kernels: may pay on a GPU; it did not on the 2-core CPU).
+whole batch in one pass instead (fewer, larger kernels: may pay on a GPU; it did not on the 2-core CPU); the
+default ``auto`` does so on CUDA only. The step loop never waits for the device except every ``log_every`` steps:
+early stopping is decided on the device (per-image counters, finished images frozen by masks) and read on the host
+only then (with fp16, PyTorch's GradScaler still reads its overflow check on the host every step).
 ``precision`` (``inversion.precision``): bf16 or fp16 run the generator and the loss networks under autocast (fp16
 with dynamic loss scaling); the latents and Adam stay float32.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -38,8 +42,25 @@ class InverterOptions:
     early_stop_min_delta: float = 1e-4  # relative improvement that counts
     precision: str = "fp32"  # fp32, bf16 (autocast) or fp16 (autocast + dynamic loss scaling); latents stay fp32
     compile: bool = False  # torch.compile the synthesis network (stylegan3.compile)
-    log_every: int = 10  # history of per-term losses every N steps
-    joint_pass: bool = False  # one forward/backward for the whole batch (else per image: bit-identical to singles)
+    log_every: int = 10  # loss history and the early-stop check every N steps (0: no history, check every 10)
+    joint_pass: bool | str = "auto"  # one forward/backward for the whole batch; auto: on CUDA only (else per image)
+
+    def resolved(self, device: torch.device | str) -> InverterOptions:
+        """These options with ``joint_pass`` decided for ``device`` (a bool); ValueError for a bad value."""
+        return dataclasses.replace(self, joint_pass=resolve_joint_pass(self.joint_pass, device))
+
+
+def resolve_joint_pass(value: bool | str, device: torch.device | str) -> bool:
+    """``joint_pass`` as a bool: ``auto`` is true on CUDA (one pass per batch is what a GPU batch is for) and
+    false elsewhere (per image: bit-identical to single runs). Accepts true/false/auto (also as strings)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text == "auto":
+        return torch.device(device).type == "cuda"
+    if text in ("true", "false"):
+        return text == "true"
+    raise ValueError(f"joint_pass must be true, false or auto, got {value!r}")
 
 
 @dataclass
@@ -67,11 +88,13 @@ def invert(
 
     ``w_init``: [N, num_ws, w_dim] or [num_ws, w_dim] warm start; default the thesis's mean w
     (``G.mean_w(10000, seed=123)``, all rows equal). ``callback(step, terms)`` is called after every step with
-    the per-term losses ([N] each) of that step.
+    the per-term losses ([N] each, on the device: reading them waits for it) of that step; once every image has
+    stopped early, up to ``log_every`` - 1 more steps (that change nothing) may be reported before the loop ends.
     """
     opts = options or InverterOptions()
     check_precision(opts.precision)
     device = targets.device
+    joint = resolve_joint_pass(opts.joint_pass, device)
     n = targets.shape[0]
     if targets.ndim != 4 or targets.shape[-1] != G.img_resolution or targets.shape[-2] != G.img_resolution:
         raise ValueError(f"targets must be [N, 3, {G.img_resolution}, {G.img_resolution}], got {tuple(targets.shape)}")
@@ -83,58 +106,73 @@ def invert(
     optimizer = torch.optim.Adam([w], lr=opts.lr, betas=(opts.beta1, opts.beta2), eps=opts.eps)
     scaler = loss_scaler(opts.precision, device)
     synth = compiled_synthesis(G) if opts.compile else G
+    early_stop = opts.early_stop_patience > 0
+    # Per-image state lives on the device; the host reads ``active`` only every ``check_every`` steps.
     best = torch.full((n,), float("inf"), device=device)
     stale = torch.zeros(n, dtype=torch.long, device=device)
     active = torch.ones(n, dtype=torch.bool, device=device)
-    steps_run = torch.zeros(n, dtype=torch.long)
+    steps_run = torch.zeros(n, dtype=torch.long, device=device)
+    check_every = opts.log_every if opts.log_every > 0 else 10
     history: list[tuple[int, dict[str, list[float]]]] = []
     # What the loss needs of each fixed target (the ArcFace embedding), computed once for this call.
-    if opts.joint_pass:
-        groups = [slice(0, n)]
-    else:
-        groups = [slice(i, i + 1) for i in range(n)]
+    groups = [slice(0, n)] if joint else [slice(i, i + 1) for i in range(n)]
     group_targets = [targets[g] for g in groups]
     with autocast(opts.precision, device):
         features = [loss_fn.target_features(t) for t in group_targets]
     last_total = torch.zeros(n, device=device)
     last_terms: dict[str, torch.Tensor] = {}
+    running = [True] * len(groups)  # the host's view of which groups still run (as of the last check)
     skipped = 0
     for step in range(opts.steps):
+        logged = opts.log_every > 0 and (step % opts.log_every == 0 or step == opts.steps - 1)
+        if early_stop and (logged or step % check_every == 0):
+            alive = active.tolist()  # the one wait for the device, every check_every steps
+            if not any(alive):
+                break
+            running = [any(alive[g]) for g in groups]
         optimizer.zero_grad(set_to_none=True)
-        for g, target, feats in zip(groups, group_targets, features):
-            if not opts.joint_pass and not active[g].any():
+        step_total = torch.zeros(n, device=device)
+        step_terms: dict[str, torch.Tensor] = {}
+        for g, target, feats, run in zip(groups, group_targets, features, running):
+            if not run:
                 continue  # stopped early: its latent is frozen and its last losses stand
             w_group = w[g]
             with autocast(opts.precision, device):
                 total, terms = loss_fn(synthesize(synth, w_group), target, w_group, feats)
             total, terms = total.float(), {k: v.float() for k, v in terms.items()}
             scaler.scale(total.sum()).backward()
-            last_total[g] = total.detach()
+            step_total[g] = total.detach()
             for name, value in terms.items():
-                last_terms.setdefault(name, torch.zeros(n, device=device, dtype=value.dtype))[g] = value.detach()
-        frozen = w.detach()[~active].clone() if not active.all() else None
-        scale = scaler.get_scale() if scaler.is_enabled() else 0.0
-        scaler.step(optimizer)
-        scaler.update()
-        if scaler.is_enabled() and scaler.get_scale() < scale:
-            skipped += 1
-        if frozen is not None:  # images that stopped early keep their latents (Adam's momentum would move them)
+                step_terms.setdefault(name, torch.zeros(n, device=device, dtype=value.dtype))[g] = value.detach()
+        # A stopped image keeps its last losses when it runs on its own; in a joint pass every image is computed.
+        keep = None if joint or not early_stop else active
+        last_total = step_total if keep is None else torch.where(keep, step_total, last_total)
+        for name, value in step_terms.items():
+            old = last_terms.get(name, torch.zeros_like(value))
+            last_terms[name] = value if keep is None else torch.where(keep, value, old)
+        before = w.detach().clone() if early_stop else None
+        if scaler.is_enabled():  # fp16: the GradScaler reads its overflow check on the host every step anyway
+            scale = scaler.get_scale()
+            scaler.step(optimizer)
+            scaler.update()
+            skipped += scaler.get_scale() < scale
+        else:
+            optimizer.step()
+        if before is not None:  # images that stopped early keep their latents (Adam's momentum would move them)
             with torch.no_grad():
-                w[~active] = frozen
-        steps_run[active.cpu()] += 1
+                w.copy_(torch.where(active[:, None, None], w, before))
+        steps_run += active
         detached = {k: v.clone() for k, v in last_terms.items()}
         if callback is not None:
             callback(step, detached)
-        if opts.log_every and (step % opts.log_every == 0 or step == opts.steps - 1):
+        if logged:
             history.append((step, {k: v.float().cpu().tolist() for k, v in detached.items()}))
-        if opts.early_stop_patience:
-            value = last_total.clone()
+        if early_stop:
+            value = last_total
             improved = torch.isinf(best) | (value < best * (1 - opts.early_stop_min_delta))
             best = torch.where(improved, value, best)
             stale = torch.where(improved, torch.zeros_like(stale), stale + 1)
-            active &= stale < opts.early_stop_patience
-            if not active.any():
-                break
+            active = active & (stale < opts.early_stop_patience)
     with torch.no_grad(), autocast(opts.precision, device):
         w_final = w.detach()
         results = [
@@ -148,5 +186,5 @@ def invert(
         losses={"total": total.float(), **{k: v.float() for k, v in terms.items()}},
         history=history,
         steps_run=steps_run.tolist(),
-        skipped_steps=skipped,
+        skipped_steps=int(skipped),
     )

@@ -6,6 +6,7 @@ process so peak memory is its own (CPU: peak RSS above the process's size before
 ``max_memory_allocated`` above the same baseline). Images/hour assumes the thesis's 1000 steps per image; the
 thesis reports about 4 per hour (15 min per image on a GTX 1080 Ti). The issue-13 rows come last: inversion at the
 best batch (for each LPIPS resolution) and the video warm start (``--warm-steps`` per following frame, batch 1).
+``--joint-pass`` (default auto: true on CUDA) is passed on, so a GPU batch is timed as one pass per step.
 
     python scripts/bench_inversion.py                                  # CPU, small SG3-T plan at 64 px
     python scripts/bench_inversion.py --config r --resolution 1024 --w-dim 512 --device cuda --batches 1,4,8 \
@@ -24,7 +25,7 @@ from typing import ClassVar
 import torch
 
 from inversion.arcface import IRSE50, IdentityEncoder
-from inversion.inverter import InverterOptions, invert
+from inversion.inverter import InverterOptions, invert, resolve_joint_pass
 from inversion.losses import IdentityLoss, InversionLoss, LossWeights
 from inversion.perceptual import LPIPS
 from inversion.precision import PRECISIONS
@@ -50,6 +51,7 @@ class BenchInversionConfig:
     warmup: int | None = None  # untimed steps first (default 1 CPU, 5 CUDA)
     precision: str = "fp32"  # autocast dtype (fp16: loss scaling)
     compile: bool = False  # torch.compile the synthesis network
+    joint_pass: bool | str = "auto"  # one forward/backward per batch: true, false or auto (true on CUDA)
     warm_steps: int = 200  # steps per following frame of a video
     json: str | None = None  # also write the figures here
     child: bool = False  # internal: one measurement, printed as JSON
@@ -67,7 +69,8 @@ def run_one(args: BenchInversionConfig) -> dict:
     loss_res = None if args.loss_resolution == 0 else args.loss_resolution
     loss_fn = InversionLoss(LossWeights(), lpips=lpips, identity=identity, loss_resolution=loss_res)
     targets = torch.rand(args.batch, 3, G.img_resolution, G.img_resolution, device=device) * 2 - 1
-    opts = InverterOptions(precision=args.precision, compile=args.compile, log_every=0)
+    joint = resolve_joint_pass(args.joint_pass, device)
+    opts = InverterOptions(precision=args.precision, compile=args.compile, log_every=0, joint_pass=joint)
     invert(G, targets, loss_fn, InverterOptions(**{**vars(opts), "steps": args.warmup}))  # (and compiles)
 
     opts.steps = args.steps
@@ -85,6 +88,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_cli(BenchInversionConfig, argv, __doc__)
     if args.plan not in PLANS:
         raise SystemExit(f"error: plan must be one of {', '.join(sorted(PLANS))}, got {args.plan!r}")
+    try:
+        joint = resolve_joint_pass(args.joint_pass, args.device)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
     if args.precision not in PRECISIONS:
         raise SystemExit(f"error: precision must be one of {', '.join(PRECISIONS)}, got {args.precision!r}")
     cuda = args.device.startswith("cuda")
@@ -95,13 +102,16 @@ def main(argv: list[str] | None = None) -> None:
         return
     print(
         f"inversion benchmark: {args.plan.upper()} plan at {args.resolution} px, w_dim {args.w_dim}, {args.device}"
-        f", {args.precision}{', compiled' if args.compile else ''}; "
+        f", {args.precision}{', compiled' if args.compile else ''}"
+        f", {'one pass per batch' if joint else 'one pass per image'}; "
         "full loss (MSE, LPIPS-AlexNet, ArcFace IR-SE50, delta-reg), "
         f"random weights; {args.steps} timed steps; torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
     common = [f"--plan={args.plan}", f"--resolution={args.resolution}", f"--w-dim={args.w_dim}",
               f"--device={args.device}", f"--steps={args.steps}", f"--warmup={args.warmup}"]  # fmt: skip
-    common += [f"--precision={args.precision}"] + (["--compile"] if args.compile else [])
+    common += [f"--precision={args.precision}", f"--joint-pass={args.joint_pass}"] + (
+        ["--compile"] if args.compile else []
+    )
     results = []
     for loss_res in [int(x) for x in args.loss_resolutions.split(",")]:
         if loss_res and loss_res >= args.resolution:

@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> Path:
         G = stylegan3.load(cfg.network, device=device)
         target = load_target(cfg.image, G.img_resolution, cfg.align, cfg.backend, cfg.face, report=print)
         loss_fn = cfg.losses.build(device)
+        options = cfg.inverter.resolved(device)  # joint_pass: auto -> true on CUDA
     except (WeightsNotFoundError, WeightsFileError, OSError, ValueError) as err:  # bad weights, image, no face
         exit_with_error(err)
     out = Path(cfg.out)
@@ -66,12 +67,15 @@ def main(argv: list[str] | None = None) -> Path:
     save_config(cfg, out / "config.yaml")
     bar = tqdm(total=cfg.inverter.steps, unit="step", desc="invert")
 
+    every = options.log_every or 10
+
     def show(step: int, terms: dict[str, torch.Tensor]) -> None:
-        bar.set_postfix({k: f"{v.item():.4f}" for k, v in terms.items()}, refresh=False)
-        bar.update(1)
+        if step % every == 0 or step == options.steps - 1:  # reading the losses waits for the device: not each step
+            bar.set_postfix({k: f"{v.item():.4f}" for k, v in terms.items()}, refresh=False)
+            bar.update(step + 1 - bar.n)
 
     start = time.time()
-    result = invert(G, to_tensor(target).to(device), loss_fn, cfg.inverter, callback=show)
+    result = invert(G, to_tensor(target).to(device), loss_fn, options, callback=show)
     bar.close()
     w_plus = result.w_plus[0].cpu().numpy().astype(np.float32)
     buffer = io.BytesIO()

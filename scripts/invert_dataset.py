@@ -3,13 +3,15 @@
 python scripts/invert_dataset.py --input data/mead_aligned/manifest.jsonl --out data/mead_latents --device cuda
 torchrun --nproc_per_node=8 scripts/invert_dataset.py --input data/mead_aligned/manifest.jsonl --out data/mead_latents
 python scripts/invert_dataset.py --input frames/ --out latents/ --warm_start sequential --warm_steps 200
+python scripts/invert_dataset.py --input data/mead_aligned/manifest.jsonl --device cuda estimate=true  # the cost
 
 Writes OUT/latents/shard_<k>.npz (ids, w float32 [n, num_ws, w_dim], per-term losses, failed frames),
 OUT/logs/shard_<k>.jsonl, OUT/run.json (the settings and each shard's frames), and when all shards are done
 OUT/losses.jsonl (final per-term losses per frame), OUT/failures.jsonl (frames whose image could not be used, and
 why) and OUT/index.json. Rerun the same command after a kill: finished shards are kept, frames that failed are
 retried, and the result is identical to an uninterrupted run. A rerun with other settings or other frames is
-refused (fresh=true discards the folder's earlier results instead).
+refused (fresh=true discards the folder's earlier results instead). estimate=true times a few steps on the device
+and prints the projected device-hours of the whole input instead of inverting it (it writes nothing).
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ from inversion.dataset import (
     run_record,
     write_shard,
 )
-from inversion.inverter import InverterOptions
+from inversion.estimate import estimate_run
+from inversion.inverter import InverterOptions, resolve_joint_pass
 from inversion.losses import LossOptions
 from stylegan3.config import inline, parse_cli, save_config, to_dict
 from stylegan3.images import write_image
@@ -66,17 +69,23 @@ class InvertDatasetConfig:
     previews: int = 0  # every N-th frame, save target | reconstruction under OUT/previews (0 = none)
     losses: LossOptions = inline(LossOptions)  # loss.*, loss_resolution, arcface, alexnet
     fresh: bool = False  # discard OUT's earlier results and start over (else a rerun must match run.json)
+    estimate: bool = False  # time estimate_steps steps of a batch, print the whole input's cost, write nothing
+    estimate_steps: int = 5  # timed steps per measured batch (estimate=true)
 
 
 # Keys that do not change any latent: they may differ when a run resumes. ``batch_size`` too, unless
 # ``joint_pass`` (then the batch's company changes the float32 rounding).
-RESUMABLE_KEYS = frozenset({"input", "out", "device", "limit", "previews", "log_every", "fresh"})
+RESUMABLE_KEYS = frozenset(
+    {"input", "out", "device", "limit", "previews", "log_every", "fresh", "estimate", "estimate_steps"}
+)
 
 
-def result_settings(cfg: InvertDatasetConfig) -> dict:
-    """The settings a resumed run must share with the run that started the folder."""
+def result_settings(cfg: InvertDatasetConfig, device: torch.device) -> dict:
+    """The settings a resumed run must share with the run that started the folder (``joint_pass`` as resolved on
+    ``device``: ``auto`` on the CPU resumes a folder of ``false``)."""
     settings = {k: v for k, v in to_dict(cfg).items() if k not in RESUMABLE_KEYS}
-    if not cfg.inverter.joint_pass:
+    settings["joint_pass"] = resolve_joint_pass(cfg.inverter.joint_pass, device)
+    if not settings["joint_pass"]:
         settings.pop("batch_size")
     return settings
 
@@ -91,18 +100,30 @@ def main(argv: list[str] | None = None) -> Path:
         device = resolve_device(cfg.device, env.local_rank)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
-    init_distributed(device, env)
     out = Path(cfg.out)
     try:
         frames = frames_from_input(cfg.input)[: cfg.limit]
         shards = make_shards(frames, cfg.shard_size, by_video=cfg.warm_start == "sequential")
-        record = run_record(result_settings(cfg), shards)
-        if not cfg.fresh:
+        record = run_record(result_settings(cfg, device), shards)
+        if not cfg.fresh and not cfg.estimate:
             check_run(out, record)  # every rank reads the same file: all refuse together
         G = stylegan3.load(cfg.network, device=device)
         loss_fn = cfg.losses.build(device)
     except (OSError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
+    runner = DatasetInversion(G, loss_fn, cfg.inverter, device, cfg.batch_size, cfg.warm_start, cfg.warm_steps)
+    if cfg.estimate:  # each process times its own device; no folder, no latents
+        try:
+            cost = estimate_run(runner, shards, cfg.estimate_steps, world)
+        except ValueError as err:
+            raise SystemExit(f"error: {err}") from None
+        if rank == 0:
+            passes = "one pass per batch" if record["settings"]["joint_pass"] else "one pass per image"
+            where = f"on {device}, batch_size {cfg.batch_size} ({passes}), warm_start {cfg.warm_start}"
+            print(f"estimate for {cfg.input} {where}:")
+            print(cost.report(early_stop=cfg.inverter.early_stop_patience > 0))
+        return out
+    init_distributed(device, env)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         if cfg.fresh:
@@ -112,7 +133,6 @@ def main(argv: list[str] | None = None) -> Path:
     if world > 1:
         dist.barrier()  # the folder is set up before anyone looks at its shards
     todo = pending_work(out, shards, rank, world, sequential=cfg.warm_start == "sequential")
-    options = cfg.inverter
 
     position = {frame.id: i for i, frame in enumerate(frames)} if cfg.previews else {}
 
@@ -123,12 +143,13 @@ def main(argv: list[str] | None = None) -> Path:
             name = frame.id.replace("/", "__") + ".jpg"
             write_image(out / "previews" / name, np.concatenate([to_uint8(target[None])[0], recon], axis=1))
 
-    runner = DatasetInversion(G, loss_fn, options, device, cfg.batch_size, cfg.warm_start, cfg.warm_steps, preview)
+    runner.preview = preview
     total = sum(len(frames_k) for _, frames_k in todo)
     bar = tqdm(total=total, unit="frame", desc=f"rank {rank}/{world}", position=rank, dynamic_ncols=True)
     start = time.time()
-    for k, frames_k in todo:
-        result = runner.run_shard(frames_k, on_frames=bar.update)
+    work = dict(todo)
+    for k, result in runner.run(todo, on_frames=bar.update):  # each shard as soon as it is complete
+        frames_k = work[k]
         result["failures"] = [(frame.id, reason) for frame, reason in result["failures"]]
         if len(frames_k) < len(shards[k]):  # a retry of some frames: keep the others' results
             result = merge_shard(shards[k], read_shard(out, k), result)
