@@ -271,6 +271,12 @@ class DatasetInversion:
     warm_start: str = "none"  # none | sequential (each frame of a video starts from the previous frame's latent)
     warm_steps: int = 200  # steps for frames that start from the previous frame
     preview: Callable[[Frame, torch.Tensor, np.ndarray], None] | None = None
+    start: Callable[[torch.Tensor], torch.Tensor] | None = None  # targets -> W+ start (an encoder's); None: mean w
+
+    def initial_w(self, images: torch.Tensor) -> torch.Tensor | None:
+        """The start of cold-start targets [N, 3, res, res] (no previous frame to start from): ``start``'s W+
+        [N, num_ws, w_dim] (``init=encoder:DIR``), or None for the thesis's mean w."""
+        return None if self.start is None else self.start(images)
 
     def _targets(self, frames: list[Frame]) -> tuple[list[Frame], torch.Tensor, list[tuple[Frame, str]]]:
         ok, tensors, failed = [], [], []
@@ -299,6 +305,8 @@ class DatasetInversion:
             failures += failed
             if not ok:
                 continue
+            if w_init is None:
+                w_init = self.initial_w(targets)
             result = invert(self.G, targets, self.loss_fn, options, w_init=w_init)
             self._last_w = result.w_plus[-1:].detach()
             ids += [f.id for f in ok]

@@ -3,13 +3,15 @@
 python scripts/invert_dataset.py --input data/mead_aligned/manifest.jsonl --out data/mead_latents --device cuda
 torchrun --nproc_per_node=8 scripts/invert_dataset.py --input data/mead_aligned/manifest.jsonl --out data/mead_latents
 python scripts/invert_dataset.py --input frames/ --out latents/ --warm_start sequential --warm_steps 200
+python scripts/invert_dataset.py --config configs/invert_dataset_fast.yaml --input frames/ --out latents/
 
 Writes OUT/latents/shard_<k>.npz (ids, w float32 [n, num_ws, w_dim], per-term losses, failed frames),
 OUT/logs/shard_<k>.jsonl, OUT/run.json (the settings and each shard's frames), and when all shards are done
 OUT/losses.jsonl (final per-term losses per frame), OUT/failures.jsonl (frames whose image could not be used, and
 why) and OUT/index.json. Rerun the same command after a kill: finished shards are kept, frames that failed are
 retried, and the result is identical to an uninterrupted run. A rerun with other settings or other frames is
-refused (fresh=true discards the folder's earlier results instead).
+refused (fresh=true discards the folder's earlier results instead); so is a rerun with another encoder
+(``init=encoder:DIR``: frames without a previous frame to start from start from the encoder's latent).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from inversion.dataset import (
     run_record,
     write_shard,
 )
+from inversion.encoder import InitOptions
 from inversion.inverter import InverterOptions
 from inversion.losses import LossOptions
 from stylegan3.config import inline, parse_cli, save_config, to_dict
@@ -54,6 +57,7 @@ from stylegan3.sampling import (
 @dataclass
 class InvertDatasetConfig:
     inverter: InverterOptions = inline(InverterOptions)  # steps, lr, beta1, beta2, eps, early_stop_*, joint_pass, ...
+    start: InitOptions = inline(InitOptions)  # init: mean (the thesis) or encoder:DIR (first frames start there)
     input: str = ""  # manifest.jsonl from prepare_dataset.py, or a folder of aligned images
     out: str = "out/latents"  # output folder (rerun with the same one to resume)
     network: str = "stylegan3-r-ffhq-1024x1024"  # .pkl, weights folder or known name
@@ -78,6 +82,10 @@ def result_settings(cfg: InvertDatasetConfig) -> dict:
     settings = {k: v for k, v in to_dict(cfg).items() if k not in RESUMABLE_KEYS}
     if not cfg.inverter.joint_pass:
         settings.pop("batch_size")
+    if cfg.start.init == "mean":
+        settings.pop("init")  # the thesis's start: run folders from before ``init`` existed still resume
+    else:
+        settings["encoder"] = cfg.start.fingerprint()  # the encoder's weights, wherever its folder is
     return settings
 
 
@@ -102,6 +110,7 @@ def main(argv: list[str] | None = None) -> Path:
             check_run(out, record)  # every rank reads the same file: all refuse together
         G = stylegan3.load(cfg.network, device=device)
         loss_fn = cfg.losses.build(device)
+        encoder = cfg.start.load(G, cfg.network)
     except (OSError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     if rank == 0:
@@ -125,6 +134,7 @@ def main(argv: list[str] | None = None) -> Path:
             write_image(out / "previews" / name, np.concatenate([to_uint8(target[None])[0], recon], axis=1))
 
     runner = DatasetInversion(G, loss_fn, options, device, cfg.batch_size, cfg.warm_start, cfg.warm_steps, preview)
+    runner.start = None if encoder is None else encoder.start
     total = sum(len(frames_k) for _, frames_k in todo)
     bar = tqdm(total=total, unit="frame", desc=f"rank {rank}/{world}", position=rank, dynamic_ncols=True)
     start = time.time()
