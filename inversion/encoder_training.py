@@ -178,6 +178,7 @@ class EncoderTrainer:
         self.optimizer = torch.optim.Adam(self.encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.history: list[dict] = []
         self.step = 0
+        self.pending: dict[str, float] = {}  # sums of the loss terms since the last log row, and their "count"
         self.pool: tuple[torch.Tensor, torch.Tensor] | None = None
         self.held_out: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -233,7 +234,7 @@ class EncoderTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         self.optimizer.step()
-        return {k: float(v) for k, v in terms.items()} | {"lr": lr}
+        return {k: float(v.detach()) for k, v in terms.items()} | {"lr": lr}
 
     # ----- checkpoints
 
@@ -243,6 +244,7 @@ class EncoderTrainer:
             "encoder": self.encoder.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "history": self.history,
+            "pending": self.pending,
             "config": to_dict(self.cfg),
             "generator": self.generator["fingerprint"],
         }
@@ -265,6 +267,7 @@ class EncoderTrainer:
         self.encoder.load_state_dict(state["encoder"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.history = list(state["history"])
+        self.pending = dict(state["pending"])
         self.step = int(state["step"])
 
     def training_record(self) -> dict:
@@ -287,20 +290,19 @@ class EncoderTrainer:
         end = cfg.steps if cfg.stop_after is None else min(cfg.steps, self.step + cfg.stop_after)
         writer = _tensorboard_writer(self.out / "tensorboard") if cfg.tensorboard and self.step < end else None
         bar = tqdm(total=cfg.steps, initial=self.step, unit="step", desc="train encoder", dynamic_ncols=True)
-        sums: dict[str, float] = {}
-        count, started = 0, time.time()
+        started = time.time()
         while self.step < end:
             figures = self.train_step(self.step)
             self.step += 1
-            count += 1
-            for k in ("loss", "latent_loss", "image_loss"):
-                if k in figures:
-                    sums[k] = sums.get(k, 0.0) + figures[k]
+            sums = self.pending
+            terms = [(k, figures[k]) for k in ("loss", "latent_loss", "image_loss") if k in figures]
+            for k, v in [*terms, ("count", 1.0)]:
+                sums[k] = sums.get(k, 0.0) + v
             bar.update(1)
             bar.set_postfix(loss=f"{figures['loss']:.4f}", lr=f"{figures['lr']:.2e}", refresh=False)
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 val, mean = self.held_out_error()
-                row = {"step": self.step, **{k: v / count for k, v in sums.items()}}
+                row = {"step": self.step, **{k: v / sums["count"] for k, v in sums.items() if k != "count"}}
                 row |= {"val_latent_error": val, "mean_latent_error": mean, "lr": figures["lr"]}
                 row["seconds"] = round(time.time() - started, 3)
                 self.history.append(row)
@@ -311,7 +313,7 @@ class EncoderTrainer:
                         if k != "step" and v is not None:
                             writer.add_scalar(k, v, self.step)
                     writer.flush()
-                sums, count, started = {}, 0, time.time()
+                self.pending, started = {}, time.time()
             if self.step % cfg.checkpoint_every == 0 or self.step == end:
                 self.save_checkpoint()
         bar.close()
