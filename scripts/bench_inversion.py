@@ -65,7 +65,7 @@ class BenchInversionConfig:
     mean_steps: int = 500  # with encoder: steps from the mean w (the reference)
     encoder_steps: int = 100  # with encoder: steps from the encoder (and from the previous frame)
     clip: str = "../shared/samples/videos/grid_bbaf2n_crop256.mp4"  # with encoder: frames for the warm start
-    clip_frames: int = 4  # with encoder: consecutive frames of the clip (0: no clip rows)
+    clip_frames: int = 3  # with encoder: consecutive frames of the clip (0: no clip rows)
     child: bool = False  # internal: one measurement, printed as JSON
     batch: int = 1  # internal (child)
     loss_resolution: int = 0  # internal (child)
@@ -185,9 +185,9 @@ def print_rows(results: list[dict], warm_steps: int) -> None:
             )
 
 
-def _curve(G, targets, loss_fn, steps: int, w_init=None) -> tuple[torch.Tensor, torch.Tensor, float]:
+def _curve(G, targets, loss_fn, steps: int, w_init=None) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]:
     """Invert ``targets`` for ``steps`` steps: (MSE [steps + 1, N] and total loss [steps + 1, N] after k steps,
-    k = 0..steps; seconds per image-step)."""
+    k = 0..steps; seconds per image-step; the final latents)."""
     import time
 
     mse, total = [], []
@@ -201,7 +201,7 @@ def _curve(G, targets, loss_fn, steps: int, w_init=None) -> tuple[torch.Tensor, 
     seconds = (time.perf_counter() - start) / max(1, steps * len(targets))
     mse.append(result.losses["mse"])
     total.append(result.losses["total"])
-    return torch.stack(mse), torch.stack(total), seconds
+    return torch.stack(mse), torch.stack(total), seconds, result.w_plus
 
 
 def steps_to_reach(curve: torch.Tensor, goal: torch.Tensor) -> list[int | None]:
@@ -270,8 +270,8 @@ def bench_starts(args: BenchInversionConfig) -> dict:
     t = time.perf_counter()
     w_encoder = encoder.start(targets)
     encode_s = (time.perf_counter() - t) / len(targets)
-    mean_mse, mean_total, step_s = _curve(G, targets, loss_fn, args.mean_steps)
-    enc_mse, enc_total, enc_step_s = _curve(G, targets, loss_fn, args.encoder_steps, w_encoder)
+    mean_mse, mean_total, step_s, _ = _curve(G, targets, loss_fn, args.mean_steps)
+    enc_mse, enc_total, enc_step_s, _ = _curve(G, targets, loss_fn, args.encoder_steps, w_encoder)
     goal = mean_mse[-1]
     wins = (enc_mse[-1] <= goal).tolist()
     needed = steps_to_reach(enc_mse, goal)
@@ -305,13 +305,12 @@ def bench_starts(args: BenchInversionConfig) -> dict:
         print(f"  {name:8s} {k:8.1f} steps  {sec:8.3f} s  {rows['mean'][1] / sec:6.1f}x faster")
     if clip is not None:
         clip = clip.to(device)
-        c_mean, c_total, c_step = _curve(G, clip, loss_fn, args.mean_steps)
-        w_prev = invert(G, clip[:-1], loss_fn, InverterOptions(steps=args.mean_steps, log_every=0)).w_plus
-        _, w_total, w_step = _curve(G, clip[1:], loss_fn, args.encoder_steps, w_prev)
+        _, c_total, c_step, w_clip = _curve(G, clip, loss_fn, args.mean_steps)
+        _, w_total, w_step, _ = _curve(G, clip[1:], loss_fn, args.encoder_steps, w_clip[:-1])
         t = time.perf_counter()
         w_enc = encoder.start(clip)
         c_encode = (time.perf_counter() - t) / len(clip)
-        _, e_total, e_step = _curve(G, clip, loss_fn, args.encoder_steps, w_enc)
+        _, e_total, e_step, _ = _curve(G, clip, loss_fn, args.encoder_steps, w_enc)
         k_warm = [args.encoder_steps + 1 if k is None else k for k in steps_to_reach(w_total, c_total[-1, 1:])]
         k_clip = [args.encoder_steps + 1 if k is None else k for k in steps_to_reach(e_total, c_total[-1])]
         print(f"per start, {len(clip)} frames of {args.clip} | median steps to the mean start's final loss | "
