@@ -85,7 +85,7 @@ def result_settings(cfg: InvertDatasetConfig) -> dict:
     if cfg.start.init == "mean":
         settings.pop("init")  # the thesis's start: run folders from before ``init`` existed still resume
     else:
-        settings["encoder"] = cfg.start.fingerprint()  # the encoder's weights, wherever its folder is
+        settings["encoder"] = cfg.start.fingerprint()  # its weights: a retrained encoder in the same folder differs
     return settings
 
 
