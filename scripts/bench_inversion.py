@@ -270,8 +270,12 @@ def bench_starts(args: BenchInversionConfig) -> dict:
     t = time.perf_counter()
     w_encoder = encoder.start(targets)
     encode_s = (time.perf_counter() - t) / len(targets)
-    mean_mse, mean_total, step_s, _ = _curve(G, targets, loss_fn, args.mean_steps)
+    mean_mse, mean_total, mean_step_s, _ = _curve(G, targets, loss_fn, args.mean_steps)
     enc_mse, enc_total, enc_step_s, _ = _curve(G, targets, loss_fn, args.encoder_steps, w_encoder)
+    # Every step costs the same (one batch-1 forward and backward of the same networks): the seconds per frame use
+    # the seconds per step of all runs together, as a shared machine's load varies from run to run.
+    runs = [(mean_step_s, args.mean_steps * len(targets)), (enc_step_s, args.encoder_steps * len(targets))]
+    step_s = enc_step_s = sum(t * n for t, n in runs) / sum(n for _, n in runs)
     goal = mean_mse[-1]
     wins = (enc_mse[-1] <= goal).tolist()
     needed = steps_to_reach(enc_mse, goal)
@@ -307,10 +311,13 @@ def bench_starts(args: BenchInversionConfig) -> dict:
         clip = clip.to(device)
         _, c_total, c_step, w_clip = _curve(G, clip, loss_fn, args.mean_steps)
         _, w_total, w_step, _ = _curve(G, clip[1:], loss_fn, args.encoder_steps, w_clip[:-1])
+        runs += [(c_step, args.mean_steps * len(clip)), (w_step, args.encoder_steps * (len(clip) - 1))]
         t = time.perf_counter()
         w_enc = encoder.start(clip)
         c_encode = (time.perf_counter() - t) / len(clip)
         _, e_total, e_step, _ = _curve(G, clip, loss_fn, args.encoder_steps, w_enc)
+        runs.append((e_step, args.encoder_steps * len(clip)))
+        c_step = w_step = e_step = sum(t * n for t, n in runs) / sum(n for _, n in runs)
         k_warm = [args.encoder_steps + 1 if k is None else k for k in steps_to_reach(w_total, c_total[-1, 1:])]
         k_clip = [args.encoder_steps + 1 if k is None else k for k in steps_to_reach(e_total, c_total[-1])]
         print(f"per start, {len(clip)} frames of {args.clip} | median steps to the mean start's final loss | "
@@ -325,6 +332,8 @@ def bench_starts(args: BenchInversionConfig) -> dict:
         report["clip"] = {k: {"steps": v[0], "seconds": v[1]} for k, v in clip_rows.items()}
         print("(steps above the encoder's count: not reached within them)")
     report["held_out"]["rows"] = {k: {"steps": v[0], "seconds": v[1]} for k, v in rows.items()}
+    report["seconds_per_step_by_run"] = [t for t, _ in runs]
+    print("seconds per step, run by run (the shared machine's load): " + ", ".join(f"{t:.4f}" for t, _ in runs))
     if args.json:
         Path(args.json).write_text(json_module.dumps(report, indent=2))
     return report
