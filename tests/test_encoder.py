@@ -234,3 +234,21 @@ def test_inversion_from_the_encoder_is_lower_at_equal_steps(G, trained):
     from_encoder = invert(G, images, loss, opts, w_init=encoder.start(images)).losses["mse"]
     from_mean = invert(G, images, loss, opts).losses["mse"]
     assert (from_encoder < from_mean).sum() >= 3, (from_encoder, from_mean)
+
+
+def test_source_inversion_starts_from_the_encoder_and_caches_apart(G, trained, tmp_path, monkeypatch):
+    from conftest import SAMPLES, detector
+
+    from inversion.losses import LossOptions
+    from reenactment.pipeline import prepare_source
+
+    monkeypatch.setenv("REENACT_CACHE", str(tmp_path / "cache"))
+    photo, device = SAMPLES / "images" / "london_003_neutral.jpg", torch.device("cpu")
+    mse_only = LossOptions(loss=LossWeights(lpips=0, id=0))
+    settings = SourceInversion(InverterOptions(steps=0), mse_only, InitOptions(f"encoder:{trained}"))
+    source = prepare_source(G, photo, detector("dlib"), settings, device)
+    start = load_encoder(trained, G).start(to_tensor(source.aligned))[0]
+    assert not source.cached and torch.equal(source.w_s, start)
+    assert prepare_source(G, photo, detector("dlib"), settings, device).cached
+    mean = prepare_source(G, photo, detector("dlib"), SourceInversion(InverterOptions(steps=0), mse_only), device)
+    assert not mean.cached and torch.equal(mean.w_s, G.mean_w())
