@@ -16,6 +16,7 @@ COMMANDS = [
     ("-invert-dataset", "invert_dataset"),
     ("-prepare-dataset", "prepare_dataset"),
     ("-train-mapper", "train_mapper"),
+    ("-train-encoder", "train_encoder"),
     ("-evaluate", "evaluate"),
     ("-generate", "generate"),
     ("-convert-pkl", "convert_pkl"),

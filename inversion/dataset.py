@@ -318,6 +318,12 @@ class DatasetInversion:
     warm_start: str = "none"  # none | sequential (each frame of a video starts from the previous frame's latent)
     warm_steps: int = 200  # steps for frames that start from the previous frame
     preview: Callable[[Frame, torch.Tensor, np.ndarray], None] | None = None
+    start: Callable[[torch.Tensor], torch.Tensor] | None = None  # targets -> W+ start (an encoder's); None: mean w
+
+    def initial_w(self, images: torch.Tensor) -> torch.Tensor | None:
+        """The start of cold-start targets [N, 3, res, res] (no previous frame to start from): ``start``'s W+
+        [N, num_ws, w_dim] (``init=encoder:DIR``), or None for the thesis's mean w."""
+        return None if self.start is None else self.start(images)
 
     def _targets(self, frames: list[Frame]) -> tuple[list[Frame], torch.Tensor, list[tuple[Frame, str]]]:
         ok, tensors, failed = [], [], []
@@ -333,11 +339,6 @@ class DatasetInversion:
             ok.append(frame)
             tensors.append(to_tensor(image))
         return ok, (torch.cat(tensors).to(self.device) if tensors else torch.empty(0)), failed
-
-    def initial_w(self, images: torch.Tensor) -> torch.Tensor | None:
-        """Where the inversion of ``images`` [n, 3, res, res] (frames without a previous latent) starts:
-        [n, num_ws, w_dim], or None for the mean w."""
-        return None
 
     def run(
         self, work: list[tuple[int, list[Frame]]], on_frames: Callable[[int], None] | None = None

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from inversion.encoder import InitOptions
 from inversion.inverter import InverterOptions
 from inversion.losses import LossOptions
 from inversion.precision import check_precision
@@ -64,6 +65,7 @@ class AppConfig:
     precision: str = "fp32"  # fp32, bf16 or fp16: the sources' inversion and the frames' generator under autocast
     cache: bool = True  # cache source latents under $REENACT_CACHE/latents
     losses: LossOptions = inline(LossOptions)  # the sources' inversion loss: loss.*, loss_resolution, arcface, alexnet
+    start: InitOptions = inline(InitOptions)  # init: mean, or encoder:DIR (made for the network; one network then)
     examples: list[str] = field(default_factory=lambda: ["../shared/samples"])  # folders of example photos/clips
     work_dir: str | None = None  # per-request folders go here (None: a new folder in the system's temp dir)
 
@@ -279,7 +281,9 @@ class Reenactment:
             timings["load"] = time.perf_counter() - start
             t = time.perf_counter()
             cfg = self.cfg
-            settings = SourceInversion(InverterOptions(steps=options.steps, precision=cfg.precision), cfg.losses)
+            settings = SourceInversion(
+                InverterOptions(steps=options.steps, precision=cfg.precision), cfg.losses, cfg.start
+            )
             progress("inverting the source", 0, options.steps)
             src = prepare_source(
                 G, source, detector, settings, self.device, options.driving.tracking.tilt, cfg.cache,

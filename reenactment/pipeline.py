@@ -1,11 +1,11 @@
 """The reenactment pipeline (thesis section 3.3 + what a user needs around it).
 
 Source: detect, FFHQ-align, invert once into W+ (cached on disk, keyed by the image bytes, the generator's
-weights and the inversion settings), render its landmark image L_s. Driving video, streamed twice: first the
-landmarks of every frame (frames without a face reuse the last good landmarks), smoothed over time and carried
-into a steady aligned crop; then, in batches, landmark image L_d -> mapper -> ``w_s + f(L_d - L_s)`` ->
-generator -> H.264 at the driving fps with the driving audio. Only landmark coordinates are kept for the whole
-clip (70 x 2 floats per frame); frames and images live one batch at a time.
+weights, the inversion settings and, with ``init=encoder:DIR``, the encoder's weights), render its landmark image
+L_s. Driving video, streamed twice: first the landmarks of every frame (frames without a face reuse the last good
+landmarks), smoothed over time and carried into a steady aligned crop; then, in batches, landmark image L_d ->
+mapper -> ``w_s + f(L_d - L_s)`` -> generator -> H.264 at the driving fps with the driving audio. Only landmark
+coordinates are kept for the whole clip (70 x 2 floats per frame); frames and images live one batch at a time.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from inversion.encoder import InitOptions, start_latents
 from inversion.inverter import InverterOptions, invert
 from inversion.losses import LossOptions
 from inversion.precision import autocast, check_precision
 from inversion.targets import to_tensor
 from stylegan3.config import inline, to_dict
 from stylegan3.images import IMAGE_SUFFIXES, WRITE_SUFFIXES, read_image, write_image
-from stylegan3.io import atomic_write, cache_dir
+from stylegan3.io import atomic_write, cache_dir, network_fingerprint
 from stylegan3.sampling import synthesize, to_uint8
 
 from .faces.align import Crop, crop_transform, face_crop, stabilize_crops, transform_points, warp_crop
@@ -41,10 +42,12 @@ from .prefetch import driving_batches, prefetched
 
 @dataclass
 class SourceInversion:
-    """How the source is inverted (the thesis's settings by default); part of the latent cache key."""
+    """How the source is inverted (the thesis's settings by default); part of the latent cache key.
+    ``start``: where it starts, e.g. ``SourceInversion(start=InitOptions("encoder:out/encoder"))``."""
 
     options: InverterOptions = field(default_factory=InverterOptions)
     losses: LossOptions = inline(LossOptions)  # loss, loss_resolution, arcface, alexnet
+    start: InitOptions = inline(InitOptions)  # init: mean (the thesis) or encoder:DIR
 
 
 @dataclass
@@ -86,19 +89,19 @@ def check_networks(G: nn.Module, mapper: nn.Module) -> None:
         )
 
 
-def network_fingerprint(G: nn.Module) -> str:
-    """sha256 of the generator's weights and settings: the same network gives the same key on any device."""
-    digest = hashlib.sha256(json.dumps(getattr(G, "init_kwargs", {}), sort_keys=True, default=str).encode())
-    for name, tensor in G.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def source_cache_key(image_bytes: bytes, G: nn.Module, settings: SourceInversion, align: dict) -> str:
+def source_cache_key(
+    image_bytes: bytes, G: nn.Module, settings: SourceInversion, align: dict, encoder: nn.Module | None = None
+) -> str:
+    """The cache key of a source latent: the image bytes, the generator's weights, the inversion settings and
+    alignment, and the start (the encoder's weights, not its folder; the mean-w start keeps the keys it had
+    before ``init`` existed)."""
     digest = hashlib.sha256(image_bytes)
     digest.update(network_fingerprint(G).encode())
-    digest.update(json.dumps({"inversion": to_dict(settings), "align": align}, sort_keys=True).encode())
+    inversion = to_dict(settings)
+    inversion.pop("init")
+    if encoder is not None:
+        inversion["encoder"] = network_fingerprint(encoder)
+    digest.update(json.dumps({"inversion": inversion, "align": align}, sort_keys=True).encode())
     return digest.hexdigest()[:32]
 
 
@@ -132,12 +135,15 @@ def prepare_source(
     align = {"backend": detector.backend, "tilt": tilt}
     if parse_face(face):  # another face than the largest: another latent (the largest keeps the old keys)
         align["face"] = parse_face(face)
-    key = source_cache_key(Path(path).read_bytes(), G, settings, align)
+    encoder = settings.start.load(G)
+    key = source_cache_key(Path(path).read_bytes(), G, settings, align, encoder)
     cache_file = cache_dir() / "latents" / f"{key}.npy"
     if use_cache and cache_file.is_file():
         return Source(torch.from_numpy(np.load(cache_file)), aligned, points_aligned, True, image, transform)
     loss_fn = settings.losses.build(device)
-    result = invert(G, to_tensor(aligned).to(device), loss_fn, settings.options, callback=progress)
+    target = to_tensor(aligned).to(device)
+    w_init = start_latents(encoder, target)
+    result = invert(G, target, loss_fn, settings.options, w_init=w_init, callback=progress)
     w_s = result.w_plus[0].cpu()
     if use_cache:
         buffer = io.BytesIO()

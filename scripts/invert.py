@@ -1,7 +1,10 @@
 """Invert one photo into W+ with the thesis's optimiser (mean-w start, Adam, MSE + LPIPS + ID + delta-reg).
 
+``init=encoder:DIR`` starts from an encoder trained by train_encoder.py for the same generator instead.
+
 python scripts/invert.py face.jpg --network stylegan3-r-ffhq-1024x1024 --steps 1000 --out out/face --device cuda
 python scripts/invert.py aligned.png --no-align --network G.pkl --steps 200 loss.lpips=0 loss.id=0
+python scripts/invert.py aligned.png --no-align --network G.pkl --steps 100 init=encoder:out/encoder
 
 Writes OUT/latent.npy (float32 [num_ws, w_dim]), reconstruction.png, target.png (the aligned photo),
 comparison.png (target | reconstruction), losses.json (final per-term losses and their history), config.yaml.
@@ -21,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 import stylegan3
+from inversion.encoder import InitOptions, start_latents
 from inversion.inverter import InverterOptions, invert
 from inversion.losses import LossOptions
 from inversion.targets import to_tensor
@@ -40,6 +44,7 @@ from stylegan3.sampling import (
 class InvertConfig:
     POSITIONAL: ClassVar[tuple[str, ...]] = ("image",)
     inverter: InverterOptions = inline(InverterOptions)  # steps, lr, beta1, beta2, eps, early_stop_*, ...
+    start: InitOptions = inline(InitOptions)  # init: mean (the thesis) or encoder:DIR
     image: str = ""  # the photo to invert
     network: str = "stylegan3-r-ffhq-1024x1024"  # .pkl, weights folder or known name (the thesis: SG3-R FFHQ)
     out: str = "out/invert"  # output folder
@@ -60,6 +65,7 @@ def main(argv: list[str] | None = None) -> Path:
         target = load_target(cfg.image, G.img_resolution, cfg.align, cfg.backend, cfg.face, report=print)
         loss_fn = cfg.losses.build(device)
         options = cfg.inverter.resolved(device)  # joint_pass: auto -> true on CUDA
+        encoder = cfg.start.load(G, cfg.network)
     except (WeightsNotFoundError, WeightsFileError, OSError, ValueError) as err:  # bad weights, image, no face
         exit_with_error(err)
     out = Path(cfg.out)
@@ -75,7 +81,9 @@ def main(argv: list[str] | None = None) -> Path:
             bar.update(step + 1 - bar.n)
 
     start = time.time()
-    result = invert(G, to_tensor(target).to(device), loss_fn, options, callback=show)
+    target_tensor = to_tensor(target).to(device)
+    w_init = start_latents(encoder, target_tensor)
+    result = invert(G, target_tensor, loss_fn, options, w_init=w_init, callback=show)
     bar.close()
     w_plus = result.w_plus[0].cpu().numpy().astype(np.float32)
     buffer = io.BytesIO()

@@ -4,14 +4,17 @@ python scripts/invert_dataset.py --input data/mead_aligned/manifest.jsonl --out 
 torchrun --nproc_per_node=8 scripts/invert_dataset.py --input data/mead_aligned/manifest.jsonl --out data/mead_latents
 python scripts/invert_dataset.py --input frames/ --out latents/ --warm_start sequential --warm_steps 200
 python scripts/invert_dataset.py --input data/mead_aligned/manifest.jsonl --device cuda estimate=true  # the cost
+python scripts/invert_dataset.py --config configs/invert_dataset_fast.yaml --input frames/ --out latents/
 
 Writes OUT/latents/shard_<k>.npz (ids, w float32 [n, num_ws, w_dim], per-term losses, failed frames),
 OUT/logs/shard_<k>.jsonl, OUT/run.json (the settings and each shard's frames), and when all shards are done
 OUT/losses.jsonl (final per-term losses per frame), OUT/failures.jsonl (frames whose image could not be used, and
 why) and OUT/index.json. Rerun the same command after a kill: finished shards are kept, frames that failed are
 retried, and the result is identical to an uninterrupted run. A rerun with other settings or other frames is
-refused (fresh=true discards the folder's earlier results instead). estimate=true times a few steps on the device
-and prints the projected device-hours of the whole input instead of inverting it (it writes nothing).
+refused (fresh=true discards the folder's earlier results instead); so is a rerun with another encoder
+(``init=encoder:DIR``: frames without a previous frame to start from start from the encoder's latent).
+estimate=true times a few steps on the device and prints the projected device-hours of the whole input instead of
+inverting it (it writes nothing).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from inversion.dataset import (
     run_record,
     write_shard,
 )
+from inversion.encoder import InitOptions
 from inversion.estimate import estimate_run
 from inversion.inverter import InverterOptions, resolve_joint_pass
 from inversion.losses import LossOptions
@@ -57,6 +61,7 @@ from stylegan3.sampling import (
 @dataclass
 class InvertDatasetConfig:
     inverter: InverterOptions = inline(InverterOptions)  # steps, lr, beta1, beta2, eps, early_stop_*, joint_pass, ...
+    start: InitOptions = inline(InitOptions)  # init: mean (the thesis) or encoder:DIR (first frames start there)
     input: str = ""  # manifest.jsonl from prepare_dataset.py, or a folder of aligned images
     out: str = "out/latents"  # output folder (rerun with the same one to resume)
     network: str = "stylegan3-r-ffhq-1024x1024"  # .pkl, weights folder or known name
@@ -87,6 +92,10 @@ def result_settings(cfg: InvertDatasetConfig, device: torch.device) -> dict:
     settings["joint_pass"] = resolve_joint_pass(cfg.inverter.joint_pass, device)
     if not settings["joint_pass"]:
         settings.pop("batch_size")
+    if cfg.start.init == "mean":
+        settings.pop("init")  # the thesis's start: run folders from before ``init`` existed still resume
+    else:
+        settings["encoder"] = cfg.start.fingerprint()  # its weights: a retrained encoder in the same folder differs
     return settings
 
 
@@ -109,9 +118,11 @@ def main(argv: list[str] | None = None) -> Path:
             check_run(out, record)  # every rank reads the same file: all refuse together
         G = stylegan3.load(cfg.network, device=device)
         loss_fn = cfg.losses.build(device)
+        encoder = cfg.start.load(G, cfg.network)
     except (OSError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     runner = DatasetInversion(G, loss_fn, cfg.inverter, device, cfg.batch_size, cfg.warm_start, cfg.warm_steps)
+    runner.start = None if encoder is None else encoder.start
     if cfg.estimate:  # each process times its own device; no folder, no latents
         try:
             cost = estimate_run(runner, shards, cfg.estimate_steps, world)

@@ -8,7 +8,9 @@ python scripts/reenact.py source.png driving.mp4 --mapper runs/mapper regions=li
 
 The source is inverted once (``steps`` Adam steps, the thesis's loss) and its latent cached under
 $REENACT_CACHE/latents, keyed by the image, the network and the inversion settings; ``latent=FILE.npy`` uses a
-given W+ instead. Driving frames without a face reuse the last good landmarks (counted in the log).
+given W+ instead, ``init=encoder:DIR`` starts the inversion from an encoder (train_encoder.py) instead of the mean
+w (fewer ``steps`` then reach the same loss). Driving frames without a face reuse the last good landmarks (counted
+in the log).
 
 The mapper is shown the driving face's motion put on the source's landmarks (``motion=relative``, from the
 ``reference`` frame, scaled to the source; ``pose``, ``motion_scale``, ``regions``), or the driving landmarks
@@ -26,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 import stylegan3
+from inversion.encoder import InitOptions
 from inversion.inverter import InverterOptions
 from inversion.losses import LossOptions
 from inversion.precision import check_precision
@@ -65,6 +68,7 @@ class ReenactConfig:
     latent: str | None = None  # the source's W+ as .npy [num_ws, w_dim]: skip inverting it
     cache: bool = True  # cache the source latent under $REENACT_CACHE/latents
     steps: int = 1000  # inversion steps for the source (thesis: 1000)
+    start: InitOptions = inline(InitOptions)  # init: mean (the thesis) or encoder:DIR (train_encoder.py, this network)
     losses: LossOptions = inline(LossOptions)  # the source's inversion loss: loss.*, loss_resolution, arcface, alexnet
     save_track: str | None = None  # also write the landmark track (source, driving, target, fps) to this .npz
     show_landmarks: bool = False  # with --concat: a last panel with the target landmarks the mapper is shown
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> Path:
         mapper = load_mapper(cfg.mapper, device=device)
         check_networks(G, mapper)
         detector = LandmarkDetector(cfg.backend)
-        settings = SourceInversion(InverterOptions(steps=cfg.steps, precision=cfg.precision), cfg.losses)
+        settings = SourceInversion(InverterOptions(steps=cfg.steps, precision=cfg.precision), cfg.losses, cfg.start)
         if cfg.latent:
             latent = np.load(cfg.latent)
             source = prepare_source(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -221,6 +222,16 @@ def _download(url: str, target: Path, timeout: float = 30.0) -> None:
     with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (fixed https URLs)
         with AtomicFile(target) as file, open(file.tmp, "wb") as f:
             shutil.copyfileobj(response, f, length=1 << 20)
+
+
+def network_fingerprint(net: nn.Module) -> str:
+    """sha256 of a network's weights and settings (``init_kwargs``): the same network gives the same key on any
+    device. What ties a cached latent or an encoder to the generator it was made with."""
+    digest = hashlib.sha256(json.dumps(getattr(net, "init_kwargs", {}), sort_keys=True, default=str).encode())
+    for name, tensor in net.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def build(architecture: str, init_kwargs: dict) -> nn.Module:

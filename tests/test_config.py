@@ -13,8 +13,8 @@ from stylegan3.config import ConfigError, config_yaml, get_value, inline, load_c
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
-# configs/NAME.yaml -> the dataclass it configures. Files ending in _smoke.yaml are overrides for quick runs;
-# every other file is the command's defaults written out, and must say exactly what the dataclass says.
+# configs/NAME.yaml -> the dataclass it configures. Files ending in _smoke.yaml (quick runs) or _fast.yaml (presets)
+# are overrides; every other file is the command's defaults written out, and must say exactly what the dataclass says.
 CLASSES = {
     "app": "reenactment.app:AppConfig",
     "evaluate": "scripts.evaluate:EvaluateConfig",
@@ -23,12 +23,20 @@ CLASSES = {
     "invert_dataset": "scripts.invert_dataset:InvertDatasetConfig",
     "prepare_dataset": "scripts.prepare_dataset:PrepareConfig",
     "reenact": "scripts.reenact:ReenactConfig",
+    "train_encoder": "inversion.encoder_training:TrainEncoderConfig",
     "train_mapper": "reenactment.model.training:TrainMapperConfig",
 }
+OVERRIDE_SUFFIXES = ("_smoke", "_fast")
+
+
+def base_stem(stem: str) -> str:
+    for suffix in OVERRIDE_SUFFIXES:
+        stem = stem.removesuffix(suffix)
+    return stem
 
 
 def config_class(stem: str) -> type:
-    module, _, name = CLASSES[stem.removesuffix("_smoke")].partition(":")
+    module, _, name = CLASSES[base_stem(stem)].partition(":")
     return getattr(importlib.import_module(module), name)
 
 
@@ -43,7 +51,7 @@ def flat_keys(data: dict, prefix: str = "") -> set[str]:
 
 
 def test_every_config_file_has_a_class():
-    stems = {p.stem.removesuffix("_smoke") for p in CONFIGS.glob("*.yaml")}
+    stems = {base_stem(p.stem) for p in CONFIGS.glob("*.yaml")}
     assert stems <= set(CLASSES), f"configs without a class in this test: {sorted(stems - set(CLASSES))}"
 
 
@@ -51,7 +59,7 @@ def test_every_config_file_has_a_class():
 def test_config_file_loads_against_its_dataclass(path):
     cls = config_class(path.stem)
     cfg = load_config(cls, path)  # unknown keys and wrong types raise
-    if path.stem.endswith("_smoke"):
+    if path.stem.endswith(OVERRIDE_SUFFIXES):
         return
     written = yaml.safe_load(path.read_text())
     defaults = to_dict(cls())

@@ -94,7 +94,8 @@ def test_scripts_do_not_edit_sys_path_and_each_has_a_command():
         assert "sys.path" not in text, f"{path.name} edits sys.path: the packages are installed (make setup)"
         assert "noqa: E402" not in text, path.name
     commands = [line for line in setup_text.splitlines() if line.strip().startswith('("')]
-    for script in ("reenact", "invert", "invert_dataset", "prepare_dataset", "train_mapper", "evaluate", "generate"):
+    scripts = ("reenact", "invert", "invert_dataset", "prepare_dataset", "train_mapper", "train_encoder", "evaluate")
+    for script in (*scripts, "generate"):
         assert any(f'"{script}")' in line for line in commands), f"no console command for scripts/{script}.py"
 
 
