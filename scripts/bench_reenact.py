@@ -8,6 +8,11 @@ and end to end, measured in one run. Random weights (speed does not depend on th
 ``--precision`` runs the mapper and the generator under autocast, ``--compile`` the synthesis network through
 ``torch.compile`` (compiled in the warm-up), ``--prefetch`` sets how many batches the end-to-end run's worker
 prepares ahead (0: none). The goal at 1024 px with the R plan on an H100 is real time: 25 frames/s or more end to end.
+
+``driving=synthetic landmarks=synthetic`` needs no file outside the checkout and no dlib model (a GPU machine that
+gets only the repository): a 75-frame 360x288 clip is written on the fly, and the landmarks are the mean 3D face
+(``FACE_MODEL_68``) turning and opening its mouth, given to the pipeline in place of the detector (the landmark
+stage is then not timed).
 """
 
 from __future__ import annotations
@@ -41,7 +46,9 @@ SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "samples" / "videos" /
 @dataclass
 class BenchReenactConfig:
     ALIASES: ClassVar[dict[str, str]] = {"--config": "plan"}  # --config r: the layer plan (not a YAML file here)
-    driving: str = str(SAMPLE)  # driving clip (default: a GRID sample)
+    driving: str = str(SAMPLE)  # driving clip (default: a GRID sample); synthetic: a clip made on the fly
+    landmarks: str = "dlib"  # dlib (the detector, timed) or synthetic (a moving mean face, no detector model)
+    frames: int = 75  # length of the driving=synthetic clip (GRID's 3 s)
     plan: str = "t"  # layer plan: t, r or sg2
     resolution: int = 64
     w_dim: int = 64
@@ -54,6 +61,46 @@ class BenchReenactConfig:
     compile: bool = False  # torch.compile the synthesis network
     prefetch: int = 2  # batches prepared ahead by the worker (0: none)
     json: str | None = None
+
+
+class SyntheticFaces:
+    """Stands in for the landmark detector: the n-th call returns the n-th frame of a mean face (FACE_MODEL_68 and
+    the eye-centroid pupils) turning its head and opening its mouth, centred in a frame of ``size`` (w, h)."""
+
+    backend = "synthetic"
+
+    def __init__(self, size: tuple[int, int], frames: int = 75) -> None:
+        from reenactment.faces.head_pose import FACE_MODEL_68, project, rotation_matrix
+
+        w, h = size
+        tracks = []
+        for t in range(frames):
+            phase = 2 * np.pi * t / frames
+            model = FACE_MODEL_68.copy()
+            model[[*range(5, 12), *range(56, 59), *range(65, 68)], 1] += 0.15 * (1 + np.sin(3 * phase))  # jaw, lip
+            rotation = rotation_matrix(10 * np.sin(phase), 5 * np.cos(phase), 3 * np.sin(2 * phase))
+            points = project(model, rotation, 0.25 * h, np.array([w / 2, h / 2]))
+            pupils = [points[36:42].mean(0), points[42:48].mean(0)]
+            tracks.append(np.concatenate([points, pupils]).astype(np.float32))
+        self.tracks, self.calls = tracks, 0
+
+    def __call__(self, image: np.ndarray, face: int = 0, name: str = "image") -> np.ndarray:
+        points = self.tracks[self.calls % len(self.tracks)]
+        self.calls += 1
+        return points
+
+
+def synthetic_clip(path: Path, frames: int = 75, size: tuple[int, int] = (360, 288)) -> Path:
+    """A ``frames``-frame clip of ``size`` (GRID's) at 25 fps: smooth moving colour, no sound."""
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    with VideoWriter(path, 25.0) as writer:
+        for t in range(frames):
+            r = 127 + 100 * np.sin(xx / 40 + t / 5)
+            g = 127 + 100 * np.cos(yy / 30 - t / 7)
+            b = 127 + 60 * np.sin((xx + yy) / 50 + t / 3)
+            writer.write(np.stack([r, g, b], axis=-1).astype(np.uint8))
+    return path
 
 
 def timed(fn, sync) -> float:
@@ -71,7 +118,12 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"error: plan must be one of {', '.join(sorted(PLANS))}, got {args.plan!r}")
     if args.precision not in PRECISIONS:
         raise SystemExit(f"error: precision must be one of {', '.join(PRECISIONS)}, got {args.precision!r}")
+    if args.landmarks not in ("dlib", "synthetic"):
+        raise SystemExit(f"error: landmarks must be dlib or synthetic, got {args.landmarks!r}")
     device = torch.device(args.device)
+    scratch = tempfile.TemporaryDirectory()
+    if args.driving == "synthetic":
+        driving = synthetic_clip(Path(scratch.name) / "synthetic.mp4", args.frames)
 
     def sync() -> None:
         if device.type == "cuda":
@@ -82,7 +134,9 @@ def main(argv: list[str] | None = None) -> dict:
     G = compiled_synthesis(G) if args.compile else G
     channels = (16, 32, 64, 128, 256, 512, 512, 512) if args.thesis_mapper else (8, 8, 16, 16, 32, 32, 32, 32)
     mapper = MappingNetwork(args.mapper_size, G.num_ws, args.w_dim, channels).to(device).eval()
-    detector = LandmarkDetector("dlib")
+    with VideoReader(driving) as reader:
+        size = (reader.width, reader.height)
+    detector = LandmarkDetector("dlib") if args.landmarks == "dlib" else SyntheticFaces(size, args.frames)
     print(
         f"reenactment benchmark: {args.plan.upper()} plan {args.resolution} px, mapper {args.mapper_size} px "
         f"({sum(p.numel() for p in mapper.parameters()):,} params), batch {args.batch}, {args.device}, "
@@ -94,7 +148,10 @@ def main(argv: list[str] | None = None) -> dict:
     n = len(frames)
     rates: dict[str, float] = {}
     rates["decode"] = n / timed(lambda: sum(1 for _ in VideoReader(driving)), sync)
-    rates["landmarks"] = n / timed(lambda: [detector(f) for f in frames], sync)
+    if args.landmarks == "dlib":
+        rates["landmarks"] = n / timed(lambda: [detector(f) for f in frames], sync)
+    else:
+        print("  landmarks: synthetic (the detector is not run, so not timed)")
     track = track_driving(driving, detector, G.img_resolution, DrivingOptions())
     source = Source(G.mean_w().cpu(), np.zeros((G.img_resolution,) * 2 + (3,), np.uint8), track.points[0], False)
     reenactor = Reenactor(G, mapper, source, device)
