@@ -38,6 +38,7 @@ class BenchGeneratorConfig:
     plan: str = "r"  # StyleGAN3 config t or r, or sg2
     resolution: int = 256  # output resolution of the layer plan
     w_dim: int = 512
+    channel_max: int | None = None  # at most this many channels per layer (smoke runs; None: the plan's)
     batch: int = 1
     device: str = "cpu"
     amp: bool = False  # float16 in the high-resolution layers (CUDA)
@@ -58,7 +59,7 @@ def run_one(args: BenchGeneratorConfig) -> dict:
     """Time one pass of one path in this process; returns seconds and peak memory in bytes."""
     device = torch.device(args.device)
     torch.manual_seed(0)
-    G = build_plan(args.plan, args.resolution, args.w_dim).to(device)
+    G = build_plan(args.plan, args.resolution, args.w_dim, args.channel_max).to(device)
     G.set_impl(args.impl)
     G.set_gradient_checkpointing(args.checkpointing)
     ws = G.mean_w(n=100).unsqueeze(0).repeat(args.batch, 1, 1).to(device)
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         f"--precision={args.precision}",
     ] + (["--amp"] if args.amp else []) + (["--checkpointing"] if args.checkpointing else [])  # fmt: skip
     common += ["--compile"] if args.compile else []
+    common += [f"--channel-max={args.channel_max}"] if args.channel_max is not None else []
     results: dict[str, dict[str, dict]] = {}
     precision = ("float16 layers, " if args.amp else "") + args.precision + (", compiled" if args.compile else "")
     print(

@@ -50,6 +50,7 @@ class BenchInversionConfig:
     plan: str = "t"  # layer plan: t, r or sg2
     resolution: int = 64
     w_dim: int = 64
+    channel_max: int | None = None  # at most this many channels per layer (smoke runs; None: the plan's)
     device: str = "cpu"
     batches: str = "1,4,8"
     loss_resolutions: str = "0,256"  # LPIPS resolution, 0 = the generator's
@@ -77,7 +78,7 @@ def run_one(args: BenchInversionConfig) -> dict:
     """Time ``args.steps`` inversion steps of one batch in this process."""
     device = torch.device(args.device)
     torch.manual_seed(0)
-    G = build_plan(args.plan, args.resolution, args.w_dim).to(device)
+    G = build_plan(args.plan, args.resolution, args.w_dim, args.channel_max).to(device)
     lpips = LPIPS(device=device, _random_backbone=True)
     identity = IdentityLoss(IdentityEncoder(IRSE50()).to(device))
     loss_res = None if args.loss_resolution == 0 else args.loss_resolution
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     common += [f"--precision={args.precision}", f"--joint-pass={args.joint_pass}"] + (
         ["--compile"] if args.compile else []
     )
+    common += [f"--channel-max={args.channel_max}"] if args.channel_max is not None else []
     results = []
     for loss_res in [int(x) for x in args.loss_resolutions.split(",")]:
         if loss_res and loss_res >= args.resolution:
@@ -161,13 +163,20 @@ def main(argv: list[str] | None = None) -> None:
                 flush=True,
             )
     ok = [r for r in results if "error" not in r]
+    if not results:
+        raise SystemExit(
+            f"error: nothing to measure: every loss resolution of {args.loss_resolutions!r} is at or above the "
+            f"generator's {args.resolution} px (use 0 for full resolution)"
+        )
+    if not ok:
+        raise SystemExit("error: every measurement failed (see above)")
     if ok:
         base = next((r for r in ok if r["batch"] == 1 and r["loss_resolution"] == ok[0]["loss_resolution"]), ok[0])
         for r in ok:
+            peak = f"{r['peak_bytes'] / base['peak_bytes']:.2f}x" if base["peak_bytes"] else "n/a (no baseline peak)"
             print(
                 f"  batch {r['batch']} / batch {base['batch']} (LPIPS {r['loss_resolution'] or 'full'}): throughput "
-                f"{r['images_per_hour'] / base['images_per_hour']:.2f}x, peak memory "
-                f"{r['peak_bytes'] / max(base['peak_bytes'], 1):.2f}x"
+                f"{r['images_per_hour'] / base['images_per_hour']:.2f}x, peak memory {peak}"
             )
     print_rows(ok, args.warm_steps)
     if args.json:

@@ -52,6 +52,7 @@ class BenchReenactConfig:
     plan: str = "t"  # layer plan: t, r or sg2
     resolution: int = 64
     w_dim: int = 64
+    channel_max: int | None = None  # at most this many channels per layer (smoke runs; None: the plan's)
     mapper_size: int = 128  # landmark image size (thesis: 580)
     thesis_mapper: bool = False  # the thesis's channel widths (default: tiny)
     batch: int = 8
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
             torch.cuda.synchronize()
 
     torch.manual_seed(0)
-    G = build_plan(args.plan, args.resolution, args.w_dim).to(device)
+    G = build_plan(args.plan, args.resolution, args.w_dim, args.channel_max).to(device)
     G = compiled_synthesis(G) if args.compile else G
     channels = (16, 32, 64, 128, 256, 512, 512, 512) if args.thesis_mapper else (8, 8, 16, 16, 32, 32, 32, 32)
     mapper = MappingNetwork(args.mapper_size, G.num_ws, args.w_dim, channels).to(device).eval()

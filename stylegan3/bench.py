@@ -20,15 +20,18 @@ PLANS: dict[str, tuple[str, dict]] = {
 }
 
 
-def build_plan(config: str, resolution: int, w_dim: int = 512) -> nn.Module:
+def build_plan(config: str, resolution: int, w_dim: int = 512, channel_max: int | None = None) -> nn.Module:
     """A randomly initialised generator with the layer plan of ``config`` ("t", "r", "sg2").
 
-    At 256 px the StyleGAN3 plans use half the channel base, as NVIDIA's 256 px models do.
+    At 256 px the StyleGAN3 plans use half the channel base, as NVIDIA's 256 px models do. ``channel_max``: at most
+    this many channels per layer (smoke runs of the benchmarks; None: the plan's own widths).
     """
     architecture, settings = PLANS[config]
     settings = dict(settings)
     if architecture == "stylegan3" and resolution <= 256:
         settings["channel_base"] //= 2
+    if channel_max is not None:
+        settings["channel_max"] = min(settings["channel_max"], channel_max)
     kwargs = {"z_dim": w_dim, "c_dim": 0, "w_dim": w_dim, "img_resolution": resolution, "img_channels": 3, **settings}
     return build(architecture, kwargs).eval().requires_grad_(False)
 
