@@ -224,12 +224,14 @@ def clear_results(out: Path) -> None:
         shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
 
 
-def finalize(out: Path, num_shards: int, G: nn.Module, frames: list) -> int | None:
+def finalize(out: Path, num_shards: int, G: nn.Module, frames: list, quiet: bool = False) -> int | None:
     """Once every shard exists: merge the shard logs into losses.jsonl, the failed frames into failures.jsonl and
-    write index.json, each atomically. Returns the number of failed frames (None while shards are missing)."""
+    write index.json, each atomically. Returns the number of failed frames (None while shards are missing, said
+    in one line unless ``quiet``)."""
     missing = [k for k in range(num_shards) if not shard_path(out, k).is_file()]
     if missing:
-        print(f"{len(missing)} shards are not finished yet (another process or a rerun will do them)")
+        if not quiet:
+            print(f"{len(missing)} shards are not finished yet (another process or a rerun will do them)")
         return None
     lines, failures = [], []
     for k in range(num_shards):

@@ -173,10 +173,12 @@ def invert(
             best = torch.where(improved, value, best)
             stale = torch.where(improved, torch.zeros_like(stale), stale + 1)
             active = active & (stale < opts.early_stop_patience)
+    # The final losses come from the eager network: under no_grad a compiled one would compile a second graph
+    # (torch.compile guards on the grad mode) for a single forward pass.
     with torch.no_grad(), autocast(opts.precision, device):
         w_final = w.detach()
         results = [
-            loss_fn(synthesize(synth, w_final[g]), target, w_final[g], feats)
+            loss_fn(synthesize(G, w_final[g]), target, w_final[g], feats)
             for g, target, feats in zip(groups, group_targets, features)
         ]
         total = torch.cat([r[0] for r in results])

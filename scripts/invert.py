@@ -33,7 +33,7 @@ from stylegan3 import WeightsFileError, WeightsNotFoundError
 from stylegan3.config import exit_with_error, inline, parse_cli, save_config
 from stylegan3.images import write_image
 from stylegan3.io import atomic_write
-from stylegan3.runtime import resolve_device
+from stylegan3.runtime import DistEnv, init_distributed, resolve_device
 from stylegan3.sampling import (
     synthesize,
     to_uint8,
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit("error: give the image to invert")
     try:
         device = resolve_device(cfg.device)
+        init_distributed(device, DistEnv())  # the current CUDA device, cuDNN's benchmark mode
         G = stylegan3.load(cfg.network, device=device)
         target = load_target(cfg.image, G.img_resolution, cfg.align, cfg.backend, cfg.face, report=print)
         loss_fn = cfg.losses.build(device)

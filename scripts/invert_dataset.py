@@ -168,15 +168,19 @@ def main(argv: list[str] | None = None) -> Path:
         for frame_id, reason in result["failures"]:
             tqdm.write(f"failed {frame_id}: {reason}")
     bar.close()
-    if world > 1:
-        dist.barrier()
-    if rank == 0:
-        failed = finalize(out, len(shards), G, frames)
-        if failed is not None:
-            done = f"{total} frames inverted here in {time.time() - start:.1f} s; all {len(shards)} shards done"
-            if failed:
-                done += f"; {failed} frames failed (listed in {out / 'failures.jsonl'}): rerun to retry them"
-            print(f"{done}: {out}")
+    # No collective wait here: ranks get unequal work (shards k % world, videos of different lengths), and a rank
+    # blocked in a barrier for longer than NCCL's timeout (10 minutes) aborts the whole job. Each rank merges when
+    # it finds every shard written (the last to finish does it; two at once write the same files atomically),
+    # and a rerun merges whatever a killed job left.
+    failed = finalize(out, len(shards), G, frames, quiet=world > 1)
+    seconds = time.time() - start
+    if failed is not None:
+        done = f"{total} frames inverted here in {seconds:.1f} s; all {len(shards)} shards done"
+        if failed:
+            done += f"; {failed} frames failed (listed in {out / 'failures.jsonl'}): rerun to retry them"
+        print(f"{done}: {out}")
+    elif world > 1:
+        print(f"rank {rank}: {total} frames inverted in {seconds:.1f} s; the last rank to finish merges the shards")
     if world > 1:
         dist.destroy_process_group()
     return out

@@ -45,7 +45,7 @@ from reenactment.pipeline import (
 )
 from stylegan3 import WeightsFileError, WeightsNotFoundError
 from stylegan3.config import exit_with_error, inline, parse_cli, save_config
-from stylegan3.runtime import resolve_device
+from stylegan3.runtime import DistEnv, init_distributed, resolve_device
 
 
 @dataclass
@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> Path:
         check_precision(cfg.precision)
         check_driving(cfg.driving, cfg.output)  # before the models load and the source is inverted
         device = resolve_device(cfg.device)
+        init_distributed(device, DistEnv())  # the current CUDA device, cuDNN's benchmark mode
         G = stylegan3.load(cfg.network, device=device)
         mapper = load_mapper(cfg.mapper, device=device)
         check_networks(G, mapper)

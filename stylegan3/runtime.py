@@ -48,6 +48,8 @@ def init_distributed(device: torch.device, env: DistEnv) -> None:
     (NCCL bound to the rank's GPU through ``device_id``; gloo on the CPU). Nothing else when run directly."""
     if device.type == "cuda":
         torch.cuda.set_device(device)
+        # Inversion, training and rendering run the same shapes over and over: let cuDNN time its kernels once.
+        torch.backends.cudnn.benchmark = True
     if env.world > 1:
         import torch.distributed as dist
 

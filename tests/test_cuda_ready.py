@@ -19,6 +19,7 @@ def test_explicit_cuda_takes_the_ranks_gpu():
 
 
 def test_process_group_is_bound_to_the_ranks_gpu(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     calls = []
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
     monkeypatch.setattr(
@@ -32,6 +33,7 @@ def test_process_group_is_bound_to_the_ranks_gpu(monkeypatch):
     calls.clear()
     init_distributed(torch.device("cuda", 0), DistEnv())  # run directly: the device, no group
     assert calls == [("set_device", torch.device("cuda", 0))]
+    assert torch.backends.cudnn.benchmark  # inversion's fixed shapes: cuDNN times its kernels once
 
 
 def test_train_mapper_device_cuda_gets_an_indexed_device(monkeypatch, tmp_path):
@@ -51,7 +53,7 @@ def test_train_mapper_device_cuda_gets_an_indexed_device(monkeypatch, tmp_path):
 
     monkeypatch.setattr(torch.cuda, "set_device", strict_set_device)
     monkeypatch.setattr(training, "MapperTrainer", trainer)
-    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)  # train_mapper sets it: restored afterwards
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)  # set on CUDA: restored afterwards
     monkeypatch.setenv("LOCAL_RANK", "0")
     cfg = training.TrainMapperConfig(manifest="m.jsonl", latents=str(tmp_path), device="cuda", out=str(tmp_path))
     with pytest.raises(Stop):
@@ -144,3 +146,39 @@ def test_benchmark_syncs_and_measures_the_device_it_times(monkeypatch):
         monkeypatch.setattr(torch.cuda, name, lambda device=None, _n=name: calls.append((_n, device)) or 0)
     time_and_peak(lambda: None, torch.device("cuda", 1))
     assert calls and all(device == torch.device("cuda", 1) for _, device in calls), calls
+
+
+def test_compiled_inversion_never_runs_the_compiled_network_without_grad(monkeypatch):
+    # torch.compile guards on the grad mode: the final no-grad pass through the compiled network compiled a second
+    # graph (minutes at 1024) for one forward. Counted here with a stand-in for the compiled view.
+    from inversion import inverter
+    from inversion.inverter import InverterOptions, invert
+    from inversion.losses import InversionLoss, LossWeights
+    from stylegan3.io import build
+
+    torch.manual_seed(0)
+    kwargs = {"z_dim": 8, "c_dim": 0, "w_dim": 8, "img_resolution": 16, "img_channels": 3, "channel_base": 128,
+              "channel_max": 8, "mapping_kwargs": {"num_layers": 1}, "num_layers": 2, "num_critical": 1}  # fmt: skip
+    G = build("stylegan3", kwargs).eval().requires_grad_(False)
+    grad_modes = []
+
+    class Counting:
+        def __init__(self, G):
+            self.G = G
+
+        def __getattr__(self, name):
+            return getattr(self.G, name)
+
+        @property
+        def synthesis(self):
+            def run(*args, **kw):
+                grad_modes.append(torch.is_grad_enabled())
+                return self.G.synthesis(*args, **kw)
+
+            return run
+
+    monkeypatch.setattr(inverter, "compiled_synthesis", Counting)
+    loss = InversionLoss(LossWeights(lpips=0, id=0))
+    target = torch.rand(2, 3, 16, 16) * 2 - 1
+    result = invert(G, target, loss, InverterOptions(steps=3, compile=True, joint_pass=True))
+    assert grad_modes == [True] * 3 and result.w_plus.shape == (2, G.num_ws, G.w_dim)

@@ -480,9 +480,7 @@ def train_mapper(cfg: TrainMapperConfig) -> Path:
         raise ValueError("manifest= and latents= are required (prepare_dataset.py and invert_dataset.py outputs)")
     env = DistEnv.from_environ()
     device = resolve_device(cfg.device, env.local_rank)
-    init_distributed(device, env)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels once
+    init_distributed(device, env)  # also cuDNN's benchmark mode on CUDA (fixed input size)
     try:
         return MapperTrainer(cfg, env).fit()
     finally:
