@@ -30,6 +30,7 @@ test: setup browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q -n $(JOBS) --dist loadfile
+	$(PY) -m pytest -q -m gpu_smoke tests/test_gpu_bench.py  # every step of scripts/gpu_bench.sh, tiny, on the CPU
 
 demo: setup
 	$(PY) -m scripts.demo out=$(OUT) $(if $(G),network=$(G)) $(if $(MAPPER),mapper=$(MAPPER)) \

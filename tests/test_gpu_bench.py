@@ -8,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "gpu_bench.sh"
 
 
+@pytest.mark.gpu_smoke  # ~100 s of Python starts and tiny benchmarks: make test runs it after the suite
 def test_smoke_run_of_every_step(tmp_path):
     # The compiled-generator step is left out here: torch.compile's first inductor build takes minutes on 2 cores,
     # and tests/test_compile.py checks the compiled synthesis itself; its command line is the generator step's
