@@ -12,7 +12,6 @@ Where an inversion starts is the config key ``init`` (:class:`InitOptions`): ``m
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,16 +19,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 
 from stylegan3.io import (
     WeightsFileError,
     WeightsNotFoundError,
-    atomic_write,
     network_fingerprint,
     read_json_config,
     read_safetensors,
+    write_weights_folder,
 )
 
 FORMAT = "landmark-reenact/encoder"
@@ -145,8 +143,6 @@ def generator_record(G: nn.Module, name: str | None = None) -> dict:
 def save_encoder(encoder: LatentEncoder, directory: str | os.PathLike, generator: dict, training: dict) -> Path:
     """Write ``encoder.safetensors`` + ``encoder.json`` (``generator``: :func:`generator_record`; ``training``: the
     settings and results) into ``directory``, each atomically (the weights first, then the config)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -154,10 +150,7 @@ def save_encoder(encoder: LatentEncoder, directory: str | os.PathLike, generator
         "generator": generator,
         "training": training,
     }
-    state = {k: v.detach().to("cpu").contiguous() for k, v in encoder.state_dict().items()}
-    atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
-    atomic_write(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
-    return directory
+    return write_weights_folder(directory, encoder, config, WEIGHTS_FILE, CONFIG_FILE)
 
 
 def _encoder_dir(path: str | os.PathLike) -> Path:

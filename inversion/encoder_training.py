@@ -39,7 +39,7 @@ from tqdm import tqdm
 import stylegan3
 from stylegan3.config import inline, save_config, to_dict
 from stylegan3.io import atomic_write
-from stylegan3.runtime import resolve_device
+from stylegan3.runtime import resolve_device, tensorboard_writer
 from stylegan3.sampling import synthesize
 
 from .encoder import EncoderArchitecture, LatentEncoder, generator_record, save_encoder
@@ -146,15 +146,6 @@ def write_log_csv(path: Path, history: list[dict]) -> None:
     for row in history:
         writer.writerow(["" if row.get(c) is None else repr(row[c]) for c in LOG_COLUMNS])
     atomic_write(path, buf.getvalue())
-
-
-def _tensorboard_writer(folder: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        log.info("TensorBoard is not installed: logging to %s only", LOG_FILE)
-        return None
-    return SummaryWriter(str(folder))
 
 
 class EncoderTrainer:
@@ -288,7 +279,7 @@ class EncoderTrainer:
         self.out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, self.out / "config.yaml")
         end = cfg.steps if cfg.stop_after is None else min(cfg.steps, self.step + cfg.stop_after)
-        writer = _tensorboard_writer(self.out / "tensorboard") if cfg.tensorboard and self.step < end else None
+        writer = tensorboard_writer(self.out / "tensorboard", LOG_FILE) if cfg.tensorboard and self.step < end else None
         bar = tqdm(total=cfg.steps, initial=self.step, unit="step", desc="train encoder", dynamic_ncols=True)
         started = time.time()
         while self.step < end:

@@ -303,20 +303,28 @@ def load_network_pickle(path: str | os.PathLike, key: str = "G_ema") -> nn.Modul
     return G
 
 
-def save(G: nn.Module, directory: str | os.PathLike) -> Path:
-    """Write ``generator.safetensors`` + ``generator.json`` into ``directory`` (atomically)."""
+def write_weights_folder(
+    directory: str | os.PathLike, module: nn.Module, config: dict, weights_file: str, config_file: str
+) -> Path:
+    """The project's weights folder: ``module``'s state as ``weights_file`` (safetensors, CPU tensors) and
+    ``config`` as ``config_file`` (JSON), each atomically, the weights first (a folder with its JSON is whole)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    atomic_write(directory / weights_file, lambda tmp: save_file(state, tmp))
+    atomic_write(directory / config_file, json.dumps(config, indent=2) + "\n")
+    return directory
+
+
+def save(G: nn.Module, directory: str | os.PathLike) -> Path:
+    """Write ``generator.safetensors`` + ``generator.json`` into ``directory`` (atomically)."""
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "architecture": G.architecture,
         "init_kwargs": G.init_kwargs,
     }
-    state = {k: v.detach().to("cpu").contiguous() for k, v in G.state_dict().items()}
-    atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
-    atomic_write(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
-    return directory
+    return write_weights_folder(directory, G, config, WEIGHTS_FILE, CONFIG_FILE)
 
 
 def load_safetensors(path: str | os.PathLike) -> nn.Module:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -57,3 +58,16 @@ def init_distributed(device: torch.device, env: DistEnv) -> None:
             dist.init_process_group("nccl", device_id=device)
         else:
             dist.init_process_group("gloo")
+
+
+def tensorboard_writer(folder: Path | str, fallback: str):
+    """A TensorBoard ``SummaryWriter`` on ``folder`` when TensorBoard is installed, else None (said once in the
+    log, naming ``fallback``: where the run still logs)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        import logging
+
+        logging.getLogger(__name__).info("TensorBoard is not installed: logging to %s only", fallback)
+        return None
+    return SummaryWriter(str(folder))

@@ -148,12 +148,12 @@ def run_script(script: str, *args: object, cache: Path | None = None, env: dict[
     return ScriptRun(code, out.getvalue(), err.getvalue())
 
 
-# The longest test files first (their summed durations on a fresh clone, longest first): pytest-xdist's loadfile
+# The longest test files first (by their durations on a fresh clone, cold inductor cache): pytest-xdist's loadfile
 # hands files to the two workers in collection order, and a long file that starts last left the other worker idle
 # for up to a minute at the end of the run.
-LONGEST_FIRST = ("test_parity.py", "test_invert_dataset.py", "test_prepare.py", "test_prepare_safety.py",
-                 "test_app.py", "test_train_mapper.py", "test_reenact.py", "test_warm_batch.py", "test_inversion.py",
-                 "test_compile.py", "test_demo.py", "test_faces.py")  # fmt: skip
+LONGEST_FIRST = ("test_parity.py", "test_compile.py", "test_invert_dataset.py", "test_prepare.py",
+                 "test_prepare_safety.py", "test_app.py", "test_train_mapper.py", "test_reenact.py",
+                 "test_warm_batch.py", "test_inversion.py", "test_demo.py", "test_faces.py")  # fmt: skip
 
 
 def pytest_collection_modifyitems(config, items) -> None:

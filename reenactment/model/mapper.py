@@ -19,11 +19,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from reenactment.faces.landmark_image import default_dot_diameter, default_line_width
-from stylegan3.io import WeightsFileError, WeightsNotFoundError, atomic_write, read_json_config, read_safetensors
+from stylegan3.io import (
+    WeightsFileError,
+    WeightsNotFoundError,
+    read_json_config,
+    read_safetensors,
+    write_weights_folder,
+)
 
 FORMAT = "landmark-reenact/mapper"
 FORMAT_VERSION = 1
@@ -204,8 +209,6 @@ def save_mapper(
             ``landmark_settings["frame_size"]`` (1024 unless it was loaded with another value).
     """
     model = getattr(model, "module", model)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     settings = dict(model.landmark_settings)
     if frame_size is not None:
         settings["frame_size"] = int(frame_size)
@@ -216,10 +219,7 @@ def save_mapper(
         "landmarks": settings,
         "extra": extra or {},
     }
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
-    atomic_write(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
-    return directory
+    return write_weights_folder(directory, model, config, WEIGHTS_FILE, CONFIG_FILE)
 
 
 def _mapper_dir(path: str | os.PathLike) -> Path:

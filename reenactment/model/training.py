@@ -61,7 +61,7 @@ import stylegan3
 from reenactment.data.mapper_data import LandmarkPairs
 from stylegan3.config import inline, save_config, to_dict
 from stylegan3.io import atomic_write
-from stylegan3.runtime import DistEnv, init_distributed, resolve_device
+from stylegan3.runtime import DistEnv, init_distributed, resolve_device, tensorboard_writer
 from stylegan3.sampling import synthesize
 
 from .mapper import WEIGHTS_FILE, MapperArchitecture, MappingNetwork, landmark_delta, save_mapper
@@ -178,16 +178,6 @@ def read_log_csv(path: str | os.PathLike) -> list[dict]:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     return [{k: (int(v) if k == "epoch" else (float(v) if v else None)) for k, v in row.items()} for row in rows]
-
-
-def _tensorboard_writer(folder: Path):
-    """A SummaryWriter when TensorBoard is installed, else None (said once in the log)."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        log.info("TensorBoard is not installed: logging to %s only", LOG_FILE)
-        return None
-    return SummaryWriter(str(folder))
 
 
 class MapperTrainer:
@@ -441,7 +431,7 @@ class MapperTrainer:
                 n_train, self.num_val, cfg.split, len(self.data.identities), self.device, cfg.batch_size,
                 self.env.world,
             )  # fmt: skip
-        writer = _tensorboard_writer(self.out / "tensorboard") if main and cfg.tensorboard else None
+        writer = tensorboard_writer(self.out / "tensorboard", LOG_FILE) if main and cfg.tensorboard else None
         for epoch in range(self.start_epoch, cfg.epochs):
             start = time.time()
             train_loss = self.train_epoch(epoch)
