@@ -24,6 +24,8 @@ from torch import nn
 from stylegan3.io import (
     WeightsFileError,
     WeightsNotFoundError,
+    check_config_format,
+    load_state_strict,
     network_fingerprint,
     read_json_config,
     read_safetensors,
@@ -171,25 +173,12 @@ def read_encoder(directory: str | os.PathLike) -> tuple[LatentEncoder, dict]:
             f"train_encoder.py) holds {CONFIG_FILE} and {WEIGHTS_FILE}{hint}"
         )
     config = read_json_config(config_path)
-    if config.get("format") != FORMAT:
-        raise WeightsFileError(config_path, f"not an encoder config (format {config.get('format')!r})")
-    if config.get("format_version", 0) > FORMAT_VERSION:
-        raise WeightsFileError(config_path, f"format version {config['format_version']} is newer than this code's")
+    check_config_format(config, config_path, FORMAT, FORMAT_VERSION, "an encoder config")
     try:
         encoder = LatentEncoder(**config["init_kwargs"])
     except (KeyError, TypeError, ValueError) as err:
         raise WeightsFileError(config_path, f"not an encoder this code can build ({err!r})") from err
-    state = read_safetensors(weights_path)
-    own = encoder.state_dict()
-    missing_keys, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if missing_keys or unexpected:
-        detail = f"missing {missing_keys[:5]}, unexpected {unexpected[:5]}"
-        raise WeightsFileError(weights_path, f"weights do not match {CONFIG_FILE} ({detail})")
-    for key, value in state.items():
-        if value.shape != own[key].shape:
-            expected = tuple(own[key].shape)
-            raise WeightsFileError(weights_path, f"{key} has shape {tuple(value.shape)}, expected {expected}")
-    encoder.load_state_dict(state, strict=True)
+    load_state_strict(encoder, read_safetensors(weights_path), str(weights_path))
     return encoder.eval().requires_grad_(False), config
 
 

@@ -170,7 +170,7 @@ class InversionLoss(nn.Module):
             size = self.loss_resolution
             small = downsample_to(image, size)
             if "lpips" in features:  # the target's features of this call (target_features)
-                terms["lpips"] = self.lpips(small, small, y_features=features["lpips"]).reshape(-1)
+                terms["lpips"] = self.lpips.distance(self.lpips.features(small), features["lpips"]).reshape(-1)
             else:
                 terms["lpips"] = self.lpips(small, downsample_to(target, size)).reshape(-1)
         if self.identity is not None:

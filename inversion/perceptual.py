@@ -129,11 +129,9 @@ class LPIPS(nn.Module):
                 total = total + head((a - b).square()).mean(dim=(2, 3))
             return total.reshape(fx[0].shape[0])
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, y_features: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """[N, 3, H, W] x [N, 3, H, W] float in [-1, 1] -> [N] distances (0 for identical images). For a fixed
-        ``y`` pass ``y_features=features(y)`` (computed once, without gradients) and its trunk is not run again."""
+        ``y``, compute ``features(y)`` once and call :meth:`distance` (as ``InversionLoss`` does)."""
         if x.ndim != 4 or x.shape[1] != 3 or x.shape != y.shape:
             raise ValueError(f"expected two [N, 3, H, W] batches of one shape, got {tuple(x.shape)}, {tuple(y.shape)}")
-        if y_features is None:
-            y_features = self.features(y)
-        return self.distance(self.features(x), y_features)
+        return self.distance(self.features(x), self.features(y))

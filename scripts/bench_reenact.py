@@ -32,7 +32,7 @@ from reenactment.faces.landmarks import LandmarkDetector
 from reenactment.media.video import VideoReader, VideoWriter
 from reenactment.model.mapper import MappingNetwork
 from reenactment.pipeline import DrivingOptions, Reenactor, Source, reenact, track_driving
-from stylegan3.bench import PLANS, build_plan
+from stylegan3.bench import PLANS, build_plan, synchronize
 from stylegan3.compile import compiled_synthesis
 from stylegan3.config import parse_cli
 from stylegan3.sampling import (
@@ -122,22 +122,18 @@ def main(argv: list[str] | None = None) -> dict:
     if args.landmarks not in ("dlib", "synthetic"):
         raise SystemExit(f"error: landmarks must be dlib or synthetic, got {args.landmarks!r}")
     device = torch.device(args.device)
-    scratch = tempfile.TemporaryDirectory()
     if args.driving == "synthetic":
+        scratch = tempfile.TemporaryDirectory()  # lives as long as this call (the end-to-end run reads it again)
         driving = synthetic_clip(Path(scratch.name) / "synthetic.mp4", args.frames)
 
     def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
 
     torch.manual_seed(0)
     G = build_plan(args.plan, args.resolution, args.w_dim, args.channel_max).to(device)
     G = compiled_synthesis(G) if args.compile else G
     channels = (16, 32, 64, 128, 256, 512, 512, 512) if args.thesis_mapper else (8, 8, 16, 16, 32, 32, 32, 32)
     mapper = MappingNetwork(args.mapper_size, G.num_ws, args.w_dim, channels).to(device).eval()
-    with VideoReader(driving) as reader:
-        size = (reader.width, reader.height)
-    detector = LandmarkDetector("dlib") if args.landmarks == "dlib" else SyntheticFaces(size, args.frames)
     print(
         f"reenactment benchmark: {args.plan.upper()} plan {args.resolution} px, mapper {args.mapper_size} px "
         f"({sum(p.numel() for p in mapper.parameters()):,} params), batch {args.batch}, {args.device}, "
@@ -147,6 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
     with VideoReader(driving) as reader:
         frames = list(reader)
     n = len(frames)
+    size = frames[0].shape[1::-1]  # (w, h)
+    detector = LandmarkDetector("dlib") if args.landmarks == "dlib" else SyntheticFaces(size, args.frames)
     rates: dict[str, float] = {}
     rates["decode"] = n / timed(lambda: sum(1 for _ in VideoReader(driving)), sync)
     if args.landmarks == "dlib":

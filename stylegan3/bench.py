@@ -41,14 +41,20 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for ``device``'s queued work (a no-op off CUDA): the benchmarked device, not the current one (they
+    differ for cuda:1)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def time_and_peak(fn: Callable[[], None], device: torch.device) -> tuple[float, int]:
     """Seconds ``fn()`` takes and the peak memory it adds, in bytes: on CUDA ``max_memory_allocated`` above what
     was allocated before; on CPU the process's peak resident size above its size before (so run each
     measurement in a fresh process)."""
 
-    def sync() -> None:  # the benchmarked device, not the current one (they differ for cuda:1)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    def sync() -> None:
+        synchronize(device)
 
     sync()
     if device.type == "cuda":

@@ -107,6 +107,16 @@ def read_json_config(path: str | os.PathLike) -> dict:
     return config
 
 
+def check_config_format(config: dict, path: str | os.PathLike, fmt: str, version: int, what: str) -> dict:
+    """``config`` (read from ``path``) if its ``format`` is ``fmt`` and its ``format_version`` at most ``version``;
+    WeightsFileError otherwise (``what``: the kind of config, for the message)."""
+    if config.get("format") != fmt:
+        raise WeightsFileError(path, f"not {what} (format {config.get('format')!r})")
+    if config.get("format_version", 0) > version:
+        raise WeightsFileError(path, f"format version {config['format_version']} is newer than this code's")
+    return config
+
+
 def cache_dir() -> Path:
     """Where downloaded weights live: ``$REENACT_CACHE`` or ``~/.cache/landmark-reenact``."""
     return Path(os.environ.get("REENACT_CACHE", Path.home() / ".cache" / "landmark-reenact"))
@@ -244,8 +254,9 @@ def build(architecture: str, init_kwargs: dict) -> nn.Module:
         raise ValueError(f"unsupported {architecture} settings {init_kwargs}: {err}") from err
 
 
-def _load_state_strict(G: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Copy ``state`` into ``G`` key by key; missing, extra or mis-shaped entries are errors."""
+def load_state_strict(G: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy ``state`` into ``G`` (any module) key by key; missing, extra or mis-shaped entries are
+    WeightsFileError naming ``source``."""
     own = G.state_dict()
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))
@@ -299,7 +310,7 @@ def load_network_pickle(path: str | os.PathLike, key: str = "G_ema") -> nn.Modul
         raise
     except (ValueError, TypeError, KeyError, AttributeError, pickle.UnpicklingError) as err:
         raise WeightsFileError(path, f"'{key}' is not a generator this code can build ({_describe(err)})") from err
-    _load_state_strict(G, state, str(path))
+    load_state_strict(G, state, str(path))
     return G
 
 
@@ -342,7 +353,7 @@ def load_safetensors(path: str | os.PathLike) -> nn.Module:
         G = build(config["architecture"], config["init_kwargs"])
     except (KeyError, TypeError, ValueError) as err:
         raise WeightsFileError(config_path, f"not a generator this code can build ({_describe(err)})") from err
-    _load_state_strict(G, read_safetensors(weights_path), str(weights_path))
+    load_state_strict(G, read_safetensors(weights_path), str(weights_path))
     return G
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -66,8 +67,6 @@ def tensorboard_writer(folder: Path | str, fallback: str):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        import logging
-
         logging.getLogger(__name__).info("TensorBoard is not installed: logging to %s only", fallback)
         return None
     return SummaryWriter(str(folder))

@@ -25,6 +25,8 @@ from reenactment.faces.landmark_image import default_dot_diameter, default_line_
 from stylegan3.io import (
     WeightsFileError,
     WeightsNotFoundError,
+    check_config_format,
+    load_state_strict,
     read_json_config,
     read_safetensors,
     write_weights_folder,
@@ -243,11 +245,7 @@ def read_mapper_config(directory: str | os.PathLike) -> dict:
             f"holds {CONFIG_FILE} and {WEIGHTS_FILE}{hint}"
         )
     config = read_json_config(config_path)
-    if config.get("format") != FORMAT:
-        raise WeightsFileError(config_path, f"not a mapping-network config (format {config.get('format')!r})")
-    if config.get("format_version", 0) > FORMAT_VERSION:
-        raise WeightsFileError(config_path, f"format version {config['format_version']} is newer than this code's")
-    return config
+    return check_config_format(config, config_path, FORMAT, FORMAT_VERSION, "a mapping-network config")
 
 
 def load_mapper(directory: str | os.PathLike, device: str | torch.device = "cpu") -> MappingNetwork:
@@ -265,15 +263,5 @@ def load_mapper(directory: str | os.PathLike, device: str | torch.device = "cpu"
     except (KeyError, TypeError, ValueError) as err:
         raise WeightsFileError(directory / CONFIG_FILE, f"not a mapping network this code can build ({err!r})") from err
     weights = directory / WEIGHTS_FILE
-    state = read_safetensors(weights)
-    own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise WeightsFileError(
-            weights, f"weights do not match {CONFIG_FILE} (missing {missing[:5]}, unexpected {unexpected[:5]})"
-        )
-    for key, value in state.items():
-        if value.shape != own[key].shape:
-            raise WeightsFileError(weights, f"{key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}")
-    model.load_state_dict(state, strict=True)
+    load_state_strict(model, read_safetensors(weights), str(weights))
     return model.to(device).eval()
