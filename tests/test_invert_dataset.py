@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FIXTURES, LONDON, SAMPLES, write_loss_weights
+import torch
+from conftest import FIXTURES, LONDON, SAMPLES, run_script, write_loss_weights
 from PIL import Image
 
 import stylegan3
@@ -44,12 +45,25 @@ def cmd(inp: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "scripts.invert_dataset", "--input", str(inp), "--out", str(out), *COMMON, *extra]
 
 
+def in_process(inp: Path, out: Path, *extra: str) -> Path:
+    """invert_dataset.py's main in this process (its thread count for the reference runs too)."""
+    return invert_dataset.main(cmd(inp, out, *extra)[3:])
+
+
+def one_thread_in_process(inp: Path, out: Path, *extra: str) -> Path:
+    """invert_dataset.py's main in this process with one thread, as the killed and torchrun processes run (ENV),
+    so that their sums are bit-identical to it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return in_process(inp, out, *extra)
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def full_run(frames_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("latents_full")
-    proc = subprocess.run(cmd(frames_dir, out, "steps=20"), cwd=REPO, env=ENV, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return out
+    return one_thread_in_process(frames_dir, tmp_path_factory.mktemp("latents_full"), "steps=20")
 
 
 def test_outputs(full_run, frames_dir):
@@ -75,8 +89,7 @@ def test_killed_and_rerun_is_bit_identical(frames_dir, full_run, tmp_path):
     proc.wait()
     done = sorted(p.name for p in (out / "latents").glob("shard_*.npz"))
     assert 1 <= len(done) < 4 and not (out / "losses.jsonl").exists()
-    rerun = subprocess.run(cmd(frames_dir, out, "steps=20"), cwd=REPO, env=ENV, capture_output=True, text=True)
-    assert rerun.returncode == 0, rerun.stderr
+    one_thread_in_process(frames_dir, out, "steps=20")  # the rerun
     a, b = load_latents(out), load_latents(full_run)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     assert (out / "losses.jsonl").read_text() == (full_run / "losses.jsonl").read_text()
@@ -120,24 +133,14 @@ def test_sequential_warm_start(tmp_path):
     assert [len(s) for s in make_shards(frames, 2, by_video=True)] == [3, 3]
     out = tmp_path / "lat"
     extra = ["steps=12", "warm_start=sequential", "warm_steps=4"]
-    proc = subprocess.run(
-        cmd(folder / "manifest.jsonl", out, *extra), cwd=REPO, env=ENV, capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stderr
+    in_process(folder / "manifest.jsonl", out, *extra)
     steps = {json.loads(x)["id"]: json.loads(x)["steps"] for x in (out / "losses.jsonl").read_text().splitlines()}
     assert steps == {"v0/000000": 12, "v0/000001": 4, "v0/000002": 4, "v1/000000": 12, "v1/000001": 4, "v1/000002": 4}
 
 
 def test_bad_input_is_a_clear_error(tmp_path):
-    proc = subprocess.run(
-        cmd(tmp_path / "nope.jsonl", tmp_path / "o"), cwd=REPO, env=ENV, capture_output=True, text=True
-    )
-    assert proc.returncode != 0 and "input not found" in proc.stderr and "Traceback" not in proc.stderr
-
-
-def in_process(inp: Path, out: Path, *extra: str) -> Path:
-    """invert_dataset.py's main in this process (its thread count for the reference runs too)."""
-    return invert_dataset.main(cmd(inp, out, *extra)[3:])
+    run = run_script("invert_dataset", *cmd(tmp_path / "nope.jsonl", tmp_path / "o")[3:])
+    assert run.returncode == 1 and "input not found" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_full_loss_latents_and_losses_equal_single_runs(frames_dir, tmp_path):

@@ -61,8 +61,10 @@ def test_images(name: str, impl: str) -> None:
     G.set_impl(impl)
     arrays = fixture_arrays(name)
     for img_key, ws_key in [("img_psi1", "ws_psi1"), ("img_psi07", "ws_psi07"), ("img_plus", "ws_plus")]:
-        if impl == "reference" and img_key != "img_plus" and G.img_resolution > 64:
-            continue  # the reference ops are slow at 1024; one image suffices for them
+        if img_key != "img_plus" and G.img_resolution > 64:
+            # One image per 1024 fixture (5 s each on this machine): the truncated latents take the same synthesis
+            # path, checked image by image at 64 px; their mapping at 1024 is checked in test_mapping.
+            continue
         with torch.no_grad():
             img = G.synthesis(torch.from_numpy(arrays[ws_key]), noise_mode="const").numpy()
         if img_key in arrays:

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-from conftest import GRID_CLIPS, SAMPLES
+from conftest import GRID_CLIPS, SAMPLES, ScriptRun, run_script
 
 from reenactment.data.prepare import find_jobs, identity_regex, mouth_openness, read_manifest, yaw_asymmetry
 from stylegan3.config import parse_cli
@@ -35,17 +35,22 @@ def grid_input(tmp_path_factory) -> Path:
     return folder
 
 
-def run_script(inp: Path, out: Path, *extra: str) -> subprocess.Popen:
+def start_script(inp: Path, out: Path, *extra: str) -> subprocess.Popen:
+    """A real process (it is killed mid-run)."""
     cmd = [sys.executable, *SCRIPT, "--input", str(inp), "--output", str(out), *ARGS, *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+
+
+def prepare(inp: Path, out: Path, *extra: str) -> ScriptRun:
+    """prepare_dataset.py's main in this process, one job at a time (test_prepare_safety starts real workers)."""
+    return run_script("prepare_dataset", "--input", inp, "--output", out, *ARGS, "workers=1", *extra)
 
 
 @pytest.fixture(scope="module")
 def full_run(grid_input, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("grid_full")
-    proc = run_script(grid_input, out, "workers=2")
-    log, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, log
+    run = prepare(grid_input, out)
+    assert run.returncode == 0, run.stdout + run.stderr
     return out
 
 
@@ -76,7 +81,7 @@ def test_manifest_contents(full_run):
 
 def test_killed_run_resumes_to_the_same_manifest(grid_input, full_run, tmp_path):
     out = tmp_path / "resumed"
-    proc = run_script(grid_input, out, "workers=1")
+    proc = start_script(grid_input, out, "workers=1")
     parts = out / "parts"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -89,7 +94,7 @@ def test_killed_run_resumes_to_the_same_manifest(grid_input, full_run, tmp_path)
     done_before = {p.name for p in parts.glob("*.jsonl")}
     assert 2 <= len(done_before) < 6 and not (out / "manifest.jsonl").exists()
     mtimes = {p.name: p.stat().st_mtime_ns for p in parts.glob("*.jsonl")}
-    proc = run_script(grid_input, out, "workers=1")
+    proc = start_script(grid_input, out, "workers=1")
     log, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, log
     # Finished files were not redone; the manifest equals the uninterrupted run's, line for line.
@@ -103,9 +108,8 @@ def test_killed_run_resumes_to_the_same_manifest(grid_input, full_run, tmp_path)
 
 
 def test_resume_with_other_settings_is_refused(grid_input, full_run):
-    proc = run_script(grid_input, full_run, "size=256")
-    log, _ = proc.communicate(timeout=120)
-    assert proc.returncode != 0 and "other settings (size)" in log
+    run = prepare(grid_input, full_run, "size=256")
+    assert run.returncode == 1 and "other settings (size)" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_identity_patterns(tmp_path):
@@ -170,9 +174,8 @@ def test_cli_list_positional_takes_every_bare_value():
 
 
 def test_resume_with_another_identity_pattern_is_refused(grid_input, full_run):
-    proc = run_script(grid_input, full_run, "identity=(?P<identity>[a-z]+)")
-    log, _ = proc.communicate(timeout=120)
-    assert proc.returncode != 0 and "other settings (identity)" in log
+    run = prepare(grid_input, full_run, "identity=(?P<identity>[a-z]+)")
+    assert run.returncode == 1 and "other settings (identity)" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_only_input_problems_become_skipped(grid_input, tmp_path, monkeypatch):

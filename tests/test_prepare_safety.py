@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SAMPLES, grid_frames
+from conftest import SAMPLES, ScriptRun, grid_frames, run_script
 from PIL import Image
 
 from reenactment.data.prepare import LOCK_FILE, find_jobs, read_manifest
@@ -23,9 +23,9 @@ SCRIPT = ["-m", "scripts.prepare_dataset"]  # run from REPO (cwd)
 ARGS = ["size=64", "image_format=png"]
 
 
-def prepare(inp: Path, out: Path, *extra: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, *SCRIPT, "--input", str(inp), "--output", str(out), *ARGS, *extra]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+def prepare(inp: Path, out: Path, *extra: str) -> ScriptRun:
+    """prepare_dataset.py's main in this process, one job at a time; the kill test starts real worker processes."""
+    return run_script("prepare_dataset", "--input", inp, "--output", out, *ARGS, "workers=1", *extra)
 
 
 def small_face(path: Path, person: str = "003") -> Path:
@@ -109,7 +109,7 @@ def test_killed_run_takes_its_workers_along_and_a_live_run_keeps_others_out(tmp_
         lock = (out / LOCK_FILE).read_text()
         assert lock.startswith(f"pid {first.pid} ")
         # A second run on the same folder is refused while the first is alive, naming it.
-        second = prepare(inp, out, "workers=1", timeout=120)
+        second = prepare(inp, out)
         assert second.returncode == 1 and "Traceback" not in second.stderr, second.stderr[-2000:]
         assert f"being prepared by another live run (pid {first.pid} " in second.stderr
         assert not (out / "parts").is_dir() or not any((out / "parts").glob("*.jsonl"))
