@@ -11,8 +11,6 @@ import ipaddress
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -21,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import FIXTURES, SAMPLES, SHARED
+from conftest import FIXTURES, SAMPLES, SHARED, run_script
 from PIL import Image
 
 from inversion.losses import LossOptions
@@ -349,19 +347,9 @@ def test_requests_read_only_uploads_and_known_options(tmp_path):
 
 
 def test_script_refuses_a_config_it_cannot_serve(tmp_path):
-    repo = Path(__file__).resolve().parents[1]
-    cmd = [
-        sys.executable,
-        "-m",
-        "scripts.app",
-        "--network",
-        str(FIXTURES / "sg2_64.pkl"),
-        "--mapper",
-        str(tmp_path / "no"),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin"}, cwd=repo)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    run = run_script("app", "--network", FIXTURES / "sg2_64.pkl", "--mapper", tmp_path / "no")
+    assert run.returncode == 1 and "Traceback" not in run.stderr
     assert (
-        proc.stderr.strip().splitlines()[-1] == f"error: mapper not found: {tmp_path / 'no'} has no mapper.json "
+        run.stderr.strip().splitlines()[-1] == f"error: mapper not found: {tmp_path / 'no'} has no mapper.json "
         "(a folder written by train_mapper.py)"
     )
