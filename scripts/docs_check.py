@@ -4,11 +4,11 @@ Three checks, each failure one line naming what is wrong and where:
 
 1. Every script of ``scripts/`` (``*.py`` and ``*.sh``) is claimed by exactly one page of ``docs/``, in that page's
    ``Scripts on this page:`` line (links to ``../scripts/NAME``).
-2. Every config key of a script's config dataclass (the class it passes to ``stylegan3.config.parse_cli``) is on
-   the page that claims the script, written as `` `key` `` in a table row. Keys of inline groups read as the
-   script's own (``steps``); keys of nested (non-inline) groups are written in full, dotted (``loss.lpips``).
-   A field whose comment in the code starts with ``internal`` (``child: bool = False  # internal: ...``) is not
-   a user's key and is not looked for.
+2. Every config key of a script's config dataclass (the class it passes to ``stylegan3.config.parse_cli``, read
+   from the source: nothing is imported) is on the page that claims the script, written as `` `key` `` in the
+   first cell of a table row. Keys of inline groups read as the script's own (``steps``); keys of nested
+   (non-inline) groups are written in full, dotted (``loss.lpips``). A field whose comment in the code starts with
+   ``internal`` (``child: bool = False  # internal: ...``) is not a user's key and is not looked for.
 3. Every relative link or image in ``README.md`` and ``docs/*.md`` points at a file or folder that exists
    (``http(s)://`` and ``mailto:`` links and pure ``#anchors`` are skipped; ``#fragments`` are stripped).
 
@@ -18,18 +18,10 @@ Run from the repository root: ``python -m scripts.docs_check`` (exit status 1 an
 from __future__ import annotations
 
 import ast
-import dataclasses
-import importlib
-import importlib.util
-import inspect
 import re
 import sys
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
-
-from stylegan3.config import parse_cli, visible_fields
 
 CLAIM = "Scripts on this page:"
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
@@ -41,59 +33,105 @@ class DocsCheckConfig:
     root: str = "."  # the repository to check (README.md, docs/, scripts/)
 
 
-def config_class(script: Path) -> type | None:
-    """The dataclass ``script`` passes to ``parse_cli`` (imported as ``scripts.<stem>``), or None."""
-    tree = ast.parse(script.read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "parse_cli" and node.args:
-            if isinstance(node.args[0], ast.Name):
-                return getattr(_import(script), node.args[0].id)
+class ConfigSource:
+    """A config dataclass as the code declares it, read from the source (nothing is imported: no torch)."""
+
+    def __init__(self, root: Path, path: Path, node: ast.ClassDef):
+        self.root, self.path, self.node = root, path, node
+        self.name = node.name
+
+
+def _module_file(root: Path, module: str) -> Path | None:
+    base = root.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
     return None
 
 
-def _import(script: Path) -> types.ModuleType:
-    """``scripts.<stem>`` for this repository's scripts; a script elsewhere (a test's) by its path."""
-    if script.parent.resolve() == Path(__file__).resolve().parent:
-        return importlib.import_module(f"scripts.{script.stem}")
-    name = f"_docs_check_{abs(hash(str(script.resolve())))}_{script.stem}"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, script)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses and get_type_hints look the module up by name
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
 
 
-def _internal_fields(cls: type) -> set[str]:
-    """Fields of ``cls`` whose line in the source carries a comment starting with ``internal``."""
-    try:
-        lines = inspect.getsource(cls).splitlines()
-    except (OSError, TypeError):
-        return set()
-    names = {f.name for f in dataclasses.fields(cls)}
-    out = set()
-    for line in lines:
-        match = re.match(r"\s*(\w+)\s*:", line)
-        if match and match.group(1) in names and line.partition("#")[2].strip().startswith("internal"):
-            out.add(match.group(1))
-    return out
+def _resolve(root: Path, path: Path, name: str, depth: int = 0) -> ConfigSource | None:
+    """The class ``name`` as seen from the module at ``path``: defined there, or imported (followed)."""
+    if depth > 8:
+        return None
+    tree = _tree(path)
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            return ConfigSource(root, path, node)
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                if (alias.asname or alias.name) != name:
+                    continue
+                if node.level:  # relative: from the module's own package
+                    package = path.parent.relative_to(root).parts
+                    package = package[: len(package) - node.level + 1]
+                    module = ".".join([*package, *([node.module] if node.module else [])])
+                else:
+                    module = node.module or ""
+                target = _module_file(root, module)
+                if target is not None:
+                    return _resolve(root, target, alias.name, depth + 1)
+    return None
 
 
-def config_keys(cls: type, prefix: str = "") -> list[str]:
-    """The user-facing keys of a config dataclass: inline groups' keys as the holder's own, nested groups' keys
-    dotted (``loss.lpips``), fields marked ``# internal`` in the code left out."""
-    keys = []
-    for key, (path, f) in visible_fields(cls).items():
-        owner = cls
-        for name in path:
-            owner = typing.get_type_hints(owner)[name]
-        if f.name in _internal_fields(owner):
+def _is_dataclass(cls: ConfigSource) -> bool:
+    def name(d: ast.expr) -> str:
+        d = d.func if isinstance(d, ast.Call) else d
+        return d.attr if isinstance(d, ast.Attribute) else getattr(d, "id", "")
+
+    return any(name(d) == "dataclass" for d in cls.node.decorator_list)
+
+
+def _called(value: ast.expr | None, function: str) -> ast.Call | None:
+    if isinstance(value, ast.Call):
+        func = value.func
+        if (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)) == function:
+            return value
+    return None
+
+
+def config_class(script: Path, root: Path | None = None) -> ConfigSource | None:
+    """The dataclass ``script`` passes to ``parse_cli``, read from the source, or None."""
+    root = (root or script.parent.parent).resolve()
+    for node in ast.walk(_tree(script)):
+        call = _called(node, "parse_cli")
+        if call is not None and call.args and isinstance(call.args[0], ast.Name):
+            return _resolve(root, script.resolve(), call.args[0].id)
+    return None
+
+
+def config_keys(cls: ConfigSource, prefix: str = "") -> list[str]:
+    """The user-facing keys of a config dataclass, as the command line names them (``stylegan3.config``): an
+    ``inline(...)`` group's keys as the holder's own, a nested dataclass field's keys dotted (``loss.lpips``);
+    ``ClassVar`` attributes and fields whose comment starts with ``internal`` are left out."""
+    lines = cls.path.read_text().splitlines()
+    keys: list[str] = []
+    for node in cls.node.body:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
             continue
-        hint = typing.get_type_hints(owner)[f.name]
-        if dataclasses.is_dataclass(hint):
-            keys += config_keys(hint, f"{prefix}{key}.")
+        annotation = node.annotation
+        if isinstance(annotation, ast.Subscript) and getattr(annotation.value, "id", None) == "ClassVar":
+            continue
+        if lines[node.end_lineno - 1].partition("#")[2].strip().startswith("internal"):
+            continue
+        inline_call = _called(node.value, "inline")
+        if inline_call is not None and inline_call.args and isinstance(inline_call.args[0], ast.Name):
+            group = _resolve(cls.root, cls.path, inline_call.args[0].id)
+            if group is None:
+                raise ValueError(f"{cls.path}: {cls.name}.{node.target.id}: cannot find {inline_call.args[0].id}")
+            keys += config_keys(group, prefix)
+            continue
+        hint = annotation.value if isinstance(annotation, ast.Constant) else None  # a quoted annotation
+        hint_name = hint if isinstance(hint, str) else getattr(annotation, "id", None)
+        nested = _resolve(cls.root, cls.path, hint_name) if hint_name and hint_name[:1].isupper() else None
+        if nested is not None and _is_dataclass(nested):
+            keys += config_keys(nested, f"{prefix}{node.target.id}.")
         else:
-            keys.append(prefix + key)
+            keys.append(prefix + node.target.id)
     return keys
 
 
@@ -115,9 +153,9 @@ def claims(page: Path) -> list[str]:
 
 
 def table_keys(page: Path) -> set[str]:
-    """Every `` `code` `` span in the page's table rows."""
-    rows = [line for line in page.read_text().splitlines() if line.lstrip().startswith("|")]
-    return {span for row in rows for span in CODE_SPAN.findall(row)}
+    """Every `` `code` `` span in the first cell of the page's table rows (where a config table names its keys)."""
+    rows = [line.strip() for line in page.read_text().splitlines() if line.lstrip().startswith("|")]
+    return {span for row in rows for span in CODE_SPAN.findall(row[1:].split(" | ")[0])}
 
 
 def check_scripts(root: Path) -> tuple[list[str], dict[str, Path]]:
@@ -141,7 +179,7 @@ def check_keys(root: Path, owner: dict[str, Path]) -> list[str]:
     for script in scripts_of(root):
         if script.suffix != ".py" or script.name not in owner:
             continue
-        cls = config_class(script)
+        cls = config_class(script, root)
         if cls is None:
             continue
         page = owner[script.name]
@@ -149,7 +187,7 @@ def check_keys(root: Path, owner: dict[str, Path]) -> list[str]:
         for key in config_keys(cls):
             if key not in documented:
                 rel = page.relative_to(root)
-                errors.append(f"scripts/{script.name}: config key `{key}` ({cls.__name__}) is not in a table of {rel}")
+                errors.append(f"scripts/{script.name}: config key `{key}` ({cls.name}) is not in a table of {rel}")
     return errors
 
 
@@ -182,6 +220,8 @@ def check(root: str | Path = ".") -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> list[str]:
+    from stylegan3.config import parse_cli  # imports torch: only for the command line
+
     cfg = parse_cli(DocsCheckConfig, argv, __doc__)
     errors = check(cfg.root)
     for line in errors:
