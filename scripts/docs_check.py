@@ -116,7 +116,8 @@ def config_keys(cls: ConfigSource, prefix: str = "") -> list[str]:
         annotation = node.annotation
         if isinstance(annotation, ast.Subscript) and getattr(annotation.value, "id", None) == "ClassVar":
             continue
-        if lines[node.end_lineno - 1].partition("#")[2].strip().startswith("internal"):
+        comments = [lines[n - 1].partition("#")[2].strip() for n in (node.lineno, node.end_lineno)]
+        if any(comment.startswith("internal") for comment in comments):
             continue
         inline_call = _called(node.value, "inline")
         if inline_call is not None and inline_call.args and isinstance(inline_call.args[0], ast.Name):
@@ -181,6 +182,8 @@ def check_keys(root: Path, owner: dict[str, Path]) -> list[str]:
             continue
         cls = config_class(script, root)
         if cls is None:
+            if "parse_cli(" in script.read_text():
+                errors.append(f"scripts/{script.name}: cannot find the config class it passes to parse_cli")
             continue
         page = owner[script.name]
         documented = table_keys(page)

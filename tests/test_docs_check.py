@@ -156,3 +156,8 @@ def test_main_exits_with_an_error_and_lists_the_problems(repo, capsys):
     with pytest.raises(SystemExit, match="docs-check found 1 problem"):
         docs_check.main([f"root={repo}"])
     assert "docs/fake.md:10: link to ../MISSING.md#install points at no file" in capsys.readouterr().err
+
+
+def test_a_config_class_that_cannot_be_found_fails(repo):
+    (repo / "scripts" / "fake.py").write_text("from elsewhere import Hidden\n\nparse_cli(Hidden, None)\n")
+    assert docs_check.check(repo) == ["scripts/fake.py: cannot find the config class it passes to parse_cli"]
