@@ -1,5 +1,7 @@
 # make setup  - create .venv with everything (torch pinned, see requirements.txt)
-# make test   - lint, format check and the test suite (CI runs this)
+# make test   - docs-check, lint, format check and the test suite (CI runs this)
+# make docs-check - the docs against the code: every script on a docs page, every config key in its page's
+#               tables, every README/docs link resolving (scripts/docs_check.py, docs/testing.md)
 # make demo   - the whole path offline with tiny untrained networks (prepare -> invert -> train -> reenact);
 #               G=... MAPPER=... [SOURCE=photo DRIVING=clip] reenacts with real files instead
 # make generate - a grid of faces from seeds; G=path/or/known-name to use real weights
@@ -15,7 +17,7 @@ JOBS ?= 2  # pytest-xdist workers for make test (each test file stays on one wor
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup test demo generate app browser clean
+.PHONY: setup test docs-check demo generate app browser clean
 
 setup: $(VENV)/.installed
 
@@ -27,10 +29,14 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt setup.py
 	touch $@
 
 test: setup browser
+	$(MAKE) --no-print-directory docs-check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q -n $(JOBS) --dist loadfile
 	$(PY) -m pytest -q -m gpu_smoke tests/test_gpu_bench.py  # every step of scripts/gpu_bench.sh, tiny, on the CPU
+
+docs-check: setup
+	$(PY) -m scripts.docs_check
 
 demo: setup
 	$(PY) -m scripts.demo out=$(OUT) $(if $(G),network=$(G)) $(if $(MAPPER),mapper=$(MAPPER)) \

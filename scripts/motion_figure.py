@@ -1,4 +1,4 @@
-"""The README's motion-transfer picture: source | driving frame | absolute landmarks | relative landmarks.
+"""The motion-transfer picture of docs/reenact.md: source | driving frame | absolute landmarks | relative landmarks.
 
 python scripts/motion_figure.py ../shared/samples/images/london_003_neutral.jpg \
     ../shared/samples/videos/grid_lrwp9a.mpg --out docs/motion.png

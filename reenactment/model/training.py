@@ -20,7 +20,7 @@ Settings beyond the thesis text (all off by default):
 - ``image_loss_weight`` with ``network``: adds ``weight * MSE(G(w_s + f), G(w_d))`` through the frozen generator.
   The target is the generator's image of the driving latent, not the driving photo: no image files are read, and
   the mapper is not asked to undo the inversion's own error. Cost: per sample, one generator forward + backward
-  and one forward at the generator's resolution. The README's H100 benchmark (batch 1) puts StyleGAN3-R 1024
+  and one forward at the generator's resolution. The H100 benchmark (docs/performance.md, batch 1) puts SG3-R 1024
   forward + backward at about 14 GB (fp32) or 7 GB (mixed precision) and 0.5 s, so the thesis's batch of 32 does
   not fit one 80 GB GPU with this term, and a MEAD epoch (182k pairs) would take on the order of a GPU-day: use
   it to fine-tune with small batches, or with a smaller generator.
