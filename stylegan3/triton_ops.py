@@ -1,0 +1,485 @@
+"""The filtered leaky ReLU of StyleGAN3 as fused Triton kernels (the CUDA fast path; tested on the CPU).
+
+One kernel computes a tile of the final (downsampled) output per program, from the matching tile of the input:
+bias, upsampling by ``up`` with ``fu``, gain, leaky ReLU, clamp and downsampling by ``down`` with ``fd``. The upsampled
+activation lives only in registers, never in memory. Each 1-D pass over a tile is a small matrix product with a banded
+matrix of filter taps built once on the host (``tl.dot``), so the upsampler multiplies only the non-zero taps of each
+output phase (polyphase: no explicit zeros), and the downsampler computes only the kept pixels. The tiles start at
+multiples of the resampling period, so one matrix per axis serves every tile. A radial (2-D) down filter is its
+singular-value expansion, a few separable terms (StyleGAN3-R's 12x12 filters have 3-6 terms above float32 rounding).
+
+The backward kernel gathers: each program computes a tile of the input gradient, recomputing the pre-activations it
+needs from the input (nothing but ``x`` and ``b`` is saved), then ``gx = U^T (act'(u) * D^T gy)``. The bias gradient is
+the sum of ``gx`` over batch and space.
+
+Inputs may be float32, bfloat16 or float16; every tile is computed in float32 (on CUDA the products of a float32 input
+run as ``tf32x3``, close to float32; those of half inputs as ``tf32``, whose 10-bit mantissa holds the taps better than
+the input's own format). Outputs and gradients are in the input's dtype.
+
+What falls back to :func:`stylegan3.ops.filtered_lrelu` (the pure-PyTorch fast path): no filters at all (the ToRGB
+layer: bias and clamp only, nothing to fuse), a 2-D up filter, up or down factors other than 1, 2 and 4, filters
+longer than a tile allows (more than 64 taps), float64 inputs.
+
+Kernels run on CUDA, or on the CPU under the Triton interpreter (``TRITON_INTERPRET=1`` set before the first import of
+this module), which is how the tests check them against :func:`stylegan3.ops.filtered_lrelu_ref`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+
+import numpy as np
+import torch
+
+from . import ops
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError as _err:  # pragma: no cover - Triton ships with PyTorch's CUDA wheels
+    triton = None
+    _IMPORT_ERROR = f"{type(_err).__name__}: {_err}"
+else:
+    _IMPORT_ERROR = None
+
+# Decided when the kernels below are decorated: under the interpreter they run on CPU tensors only.
+INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+_BLOCKS = (16, 32, 64, 128)
+_MAX_TILE = 128 * 64  # elements of the largest tile a program holds (registers)
+_SVD_REL = 2e-8  # singular values of a 2-D filter below this x the largest are dropped (below float32 rounding)
+
+
+def unavailable_reason(device: torch.device | str) -> str | None:
+    """Why the Triton kernels cannot run on ``device`` (one line), or None when they can."""
+    device = torch.device(device)
+    if triton is None:
+        return f"Triton is not importable ({_IMPORT_ERROR})"
+    if device.type == "cuda":
+        if INTERPRETED:
+            return "the Triton interpreter (TRITON_INTERPRET=1) runs kernels on CPU tensors only, not on CUDA"
+        return None if torch.cuda.is_available() else "CUDA is not available"
+    if device.type == "cpu":
+        if INTERPRETED:
+            return None
+        return "Triton runs on the CPU only under its interpreter: set TRITON_INTERPRET=1 before starting Python"
+    return f"Triton has no backend for {device.type} devices (it runs on CUDA, or on the CPU under TRITON_INTERPRET=1)"
+
+
+def check_available(device: torch.device | str) -> None:
+    """Raise a one-line RuntimeError when the Triton kernels cannot run on ``device``."""
+    reason = unavailable_reason(device)
+    if reason is not None:
+        raise RuntimeError(f"impl 'triton' cannot run on {torch.device(device)}: {reason}")
+
+
+def supports(x: torch.Tensor, fu: torch.Tensor | None, fd: torch.Tensor | None, up: int, down: int) -> bool:
+    """Whether a fused kernel covers this layer (else :func:`filtered_lrelu` takes the pure-PyTorch fast path)."""
+    if fu is None and fd is None:
+        return False  # nothing to filter: bias + activation only
+    if x.ndim != 4 or x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        return False
+    if up not in (1, 2, 4) or down not in (1, 2, 4):
+        return False
+    if fu is not None and (fu.ndim != 1 or fu.shape[0] > 64):
+        return False
+    return fd is None or (fd.ndim == 1 or (fd.ndim == 2 and fd.shape[0] == fd.shape[1])) and fd.shape[0] <= 64
+
+
+# ----------------------------------------------------------------------------------------
+# Host side: per axis, the banded matrices of one tile and where each tile starts.
+
+
+def _np2(n: int) -> int:
+    return max(16, 1 << max(0, int(n) - 1).bit_length())
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -((-a) // b)
+
+
+def _up_matrix(fu: np.ndarray, up: int, p0: int, t0: int, i0: int, rows: int, cols: int) -> np.ndarray:
+    """``M[t, i]``: weight of input ``i0 + i`` in upsampled sample ``t0 + t`` (per-axis gain ``up``)."""
+    ku = len(fu)
+    t = np.arange(rows)[:, None]
+    i = np.arange(cols)[None, :]
+    k = (i0 + i) * up + p0 - (t0 + t)
+    ok = (k >= 0) & (k < ku)
+    return np.where(ok, fu[np.clip(ku - 1 - k, 0, ku - 1)] * up, 0.0)
+
+
+def _down_matrix(fd: np.ndarray, down: int, t0: int, o0: int, rows: int, cols: int) -> np.ndarray:
+    """``M[o, t]``: weight of activation ``t0 + t`` in output ``o0 + o``."""
+    kd = len(fd)
+    o = np.arange(rows)[:, None]
+    t = np.arange(cols)[None, :]
+    k = (t0 + t) - (o0 + o) * down
+    ok = (k >= 0) & (k < kd)
+    return np.where(ok, fd[np.clip(kd - 1 - k, 0, kd - 1)], 0.0)
+
+
+def _pad(m: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    out = np.zeros([rows, cols])
+    out[: m.shape[0], : m.shape[1]] = m[:rows, :cols]
+    return out
+
+
+def _forward_axis(n: int, up: int, down: int, p0: int, p1: int, fu: np.ndarray, fds: list[np.ndarray], ba: int):
+    """Tiling of one axis for the forward kernel with an activation block of ``ba`` samples, or None."""
+    ku, kd = len(fu), len(fds[0])
+    lu = n * up + p0 + p1 - ku + 1
+    ly = (lu - kd) // down + 1
+    if ly < 1:
+        raise ValueError(f"filtered_lrelu: empty output along an axis (input {n}, padding {p0}, {p1})")
+    to = (ba - kd) // down + 1
+    if to >= ly:
+        to = ly  # one tile: no alignment needed
+    else:
+        while to > 0 and (to * down) % up:
+            to -= 1
+    if to < 1:
+        return None
+    ta = (to - 1) * down + kd
+    i0 = _cdiv(-p0, up)
+    ti = (ta - 1 + ku - 1 - p0) // up - i0 + 1
+    bo, ba_, bi = _np2(to), _np2(ta), _np2(ti)
+    return {
+        "n_out": ly,
+        "tile": to,
+        "tiles": _cdiv(ly, to),
+        "in0": i0,
+        "in_step": to * down // up,
+        "blocks": (bo, ba_, bi),
+        "U": _pad(_up_matrix(fu, up, p0, 0, i0, ta, ti), ba_, bi),  # [BA, BI]
+        "D": [_pad(_down_matrix(fd, down, 0, 0, to, ta), bo, ba_) for fd in fds],  # [BO, BA] each
+    }
+
+
+def _backward_axis(n: int, up: int, down: int, p0: int, p1: int, fu: np.ndarray, fds: list[np.ndarray], bb: int):
+    """Tiling of one axis for the backward kernel (tiles of the input gradient), or None."""
+    ku, kd = len(fu), len(fds[0])
+    tg = (bb - ku) // up + 1
+    if tg >= n:
+        tg = n
+    else:
+        while tg > 0 and (tg * up) % down:
+            tg -= 1
+    if tg < 1:
+        return None
+    t0 = p0 - ku + 1  # first pre-activation that the tile's inputs reach
+    tb = (tg - 1) * up + ku
+    i0 = _cdiv(t0 - p0, up)  # inputs that recompute those pre-activations
+    ti = (t0 + tb - 1 + ku - 1 - p0) // up - i0 + 1
+    o0 = _cdiv(t0 - kd + 1, down)  # outputs whose gradients reach them
+    tgo = (t0 + tb - 1) // down - o0 + 1
+    bg, bb_, bi, bgo = _np2(tg), _np2(tb), _np2(ti), _np2(tgo)
+    return {
+        "tile": tg,
+        "tiles": _cdiv(n, tg),
+        "in0": i0,
+        "in_step": tg,
+        "gy0": o0,
+        "gy_step": tg * up // down,
+        "blocks": (bg, bb_, bi, bgo),
+        "U": _pad(_up_matrix(fu, up, p0, t0, i0, tb, ti), bb_, bi),  # [BB, BI] recomputation
+        "DT": [_pad(_down_matrix(fd, down, t0, o0, tgo, tb).T, bb_, bgo) for fd in fds],  # [BB, BGO] each
+        "UT": _pad(_up_matrix(fu, up, p0, t0, 0, tb, tg).T, bg, bb_),  # [BG, BB]
+    }
+
+
+def _forward_cost(py, px, r):
+    (boy, bay, biy), (box, bax, bix) = py["blocks"], px["blocks"]
+    macs = bay * biy * bix + bay * bix * bax + r * (boy * bay * bax + boy * bax * box)
+    return macs / (py["tile"] * px["tile"]), max(bay * bax, bay * bix, biy * bix)
+
+
+def _backward_cost(py, px, r):
+    (bgy, bby, biy, boy), (bgx, bbx, bix, box) = py["blocks"], px["blocks"]
+    macs = (
+        bby * biy * bix + bby * bix * bbx + r * (bby * boy * box + bby * box * bbx) + bgy * bby * bbx + bgy * bbx * bgx
+    )
+    return macs / (py["tile"] * px["tile"]), max(bby * bbx, bby * bix, biy * bix, bby * box, boy * box)
+
+
+def _best(make_y, make_x, cost):
+    """The pair of per-axis tilings with the least work per output pixel whose tiles fit the register budget."""
+    best = None
+    for by in _BLOCKS:
+        for bx in _BLOCKS:
+            py, px = make_y(by), make_x(bx)
+            if py is None or px is None:
+                continue
+            work, size = cost(py, px)
+            if size <= _MAX_TILE and (best is None or work < best[0]):
+                best = (work, py, px)
+    return None if best is None else best[1:]
+
+
+def _separable_terms(fd: torch.Tensor | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per-axis 1-D filters (y terms, x terms) whose outer products sum to ``fd``."""
+    if fd is None:
+        return [np.ones(1)], [np.ones(1)]
+    f = fd.detach().to("cpu", torch.float64).numpy()
+    if f.ndim == 1:
+        return [f], [f]
+    u, s, vt = np.linalg.svd(f)
+    keep = [r for r in range(len(s)) if s[r] > _SVD_REL * s[0]] or [0]
+    return [u[:, r] * math.sqrt(s[r]) for r in keep], [vt[r] * math.sqrt(s[r]) for r in keep]
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(h, w, up, down, padding, fu_key, fd_key, device):
+    fu = np.ones(1) if fu_key is None else np.asarray(fu_key[1], dtype=np.float64)
+    fd = None if fd_key is None else torch.tensor(fd_key[1], dtype=torch.float64).reshape(fd_key[0])
+    fys, fxs = _separable_terms(fd)
+    x0, x1, y0, y1 = padding
+    r = len(fys)
+
+    def fwd(n, p0, p1, fds):
+        return lambda b: _forward_axis(n, up, down, p0, p1, fu, fds, b)
+
+    def bwd(n, p0, p1, fds):
+        return lambda b: _backward_axis(n, up, down, p0, p1, fu, fds, b)
+
+    f = _best(fwd(h, y0, y1, fys), fwd(w, x0, x1, fxs), lambda a, b: _forward_cost(a, b, r))
+    g = _best(bwd(h, y0, y1, fys), bwd(w, x0, x1, fxs), lambda a, b: _backward_cost(a, b, r))
+    if f is None or g is None:
+        return None
+
+    def tensor(m):
+        return torch.as_tensor(np.ascontiguousarray(m), dtype=torch.float32, device=device)
+
+    (fy, fx), (gy, gx) = f, g
+    return {
+        "R": r,
+        "fy": fy,
+        "fx": fx,
+        "gy": gy,
+        "gx": gx,
+        "f_uy": tensor(fy["U"]),
+        "f_uxt": tensor(fx["U"].T),
+        "f_dy": tensor(np.stack(fy["D"])),
+        "f_dxt": tensor(np.stack([d.T for d in fx["D"]])),
+        "b_uy": tensor(gy["U"]),
+        "b_uxt": tensor(gx["U"].T),
+        "b_dty": tensor(np.stack(gy["DT"])),
+        "b_dtxt": tensor(np.stack([d.T for d in gx["DT"]])),
+        "b_uty": tensor(gy["UT"]),
+        "b_utxt": tensor(gx["UT"].T),
+    }
+
+
+def _filter_key(f: torch.Tensor | None):
+    if f is None:
+        return None
+    values = f.detach().to("cpu", torch.float64).reshape(-1).tolist()
+    return tuple(f.shape), tuple(values)
+
+
+def plan_for(x_shape, fu, fd, up, down, padding, device):
+    """The tilings and matrices of one layer shape (cached), or None when no tiling fits."""
+    return _plan(int(x_shape[-2]), int(x_shape[-1]), up, down, tuple(padding), _filter_key(fu), _filter_key(fd), device)
+
+
+# ----------------------------------------------------------------------------------------
+# Kernels.
+
+if triton is not None:
+
+    @triton.jit
+    def _load_matrix(ptr, ROWS: tl.constexpr, COLS: tl.constexpr):
+        return tl.load(ptr + tl.arange(0, ROWS)[:, None] * COLS + tl.arange(0, COLS)[None, :])
+
+    @triton.jit
+    def _load_plane(ptr, r0, c0, H, W, ROWS: tl.constexpr, COLS: tl.constexpr):
+        """A [ROWS, COLS] window of an [H, W] plane starting at (r0, c0), zero outside the plane, as float32."""
+        rows = r0 + tl.arange(0, ROWS)
+        cols = c0 + tl.arange(0, COLS)
+        mask = ((rows >= 0) & (rows < H))[:, None] & ((cols >= 0) & (cols < W))[None, :]
+        v = tl.load(ptr + rows[:, None] * W + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        return v, mask
+
+    @triton.jit
+    def _fwd_kernel(
+        x_ptr, b_ptr, y_ptr,
+        uy_ptr, uxt_ptr, dy_ptr, dxt_ptr,
+        C, H, W, OH, OW,
+        iy0, iy_step, ix0, ix_step, TOY, TOX,
+        gain, slope, clamp,
+        HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr, R: tl.constexpr,
+        BOY: tl.constexpr, BAY: tl.constexpr, BIY: tl.constexpr,
+        BOX: tl.constexpr, BAX: tl.constexpr, BIX: tl.constexpr,
+        PREC: tl.constexpr,
+    ):  # fmt: skip
+        plane = tl.program_id(0)
+        ty = tl.program_id(1)
+        tx = tl.program_id(2)
+        x, mask = _load_plane(
+            x_ptr + plane.to(tl.int64) * H * W, iy0 + ty * iy_step, ix0 + tx * ix_step, H, W, BIY, BIX
+        )
+        if HAS_BIAS:
+            x = tl.where(mask, x + tl.load(b_ptr + plane % C).to(tl.float32), 0.0)
+        u = tl.dot(_load_matrix(uy_ptr, BAY, BIY), x, input_precision=PREC)
+        u = tl.dot(u, _load_matrix(uxt_ptr, BIX, BAX), input_precision=PREC)  # [BAY, BAX] pre-activations
+        a = tl.where(u > 0, u, u * slope) * gain
+        if HAS_CLAMP:
+            a = tl.minimum(tl.maximum(a, -clamp), clamp)
+        acc = tl.zeros([BOY, BOX], dtype=tl.float32)
+        for r in tl.static_range(R):
+            d = tl.dot(_load_matrix(dy_ptr + r * BOY * BAY, BOY, BAY), a, input_precision=PREC)
+            acc += tl.dot(d, _load_matrix(dxt_ptr + r * BAX * BOX, BAX, BOX), input_precision=PREC)
+        oy = tl.arange(0, BOY)
+        ox = tl.arange(0, BOX)
+        rows = ty * TOY + oy
+        cols = tx * TOX + ox
+        mask = ((oy < TOY) & (rows < OH))[:, None] & ((ox < TOX) & (cols < OW))[None, :]
+        ptrs = y_ptr + plane.to(tl.int64) * OH * OW + rows[:, None] * OW + cols[None, :]
+        tl.store(ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _bwd_kernel(
+        x_ptr, b_ptr, gy_ptr, gx_ptr,
+        uy_ptr, uxt_ptr, dty_ptr, dtxt_ptr, uty_ptr, utxt_ptr,
+        C, H, W, OH, OW,
+        iy0, iy_step, ix0, ix_step, gy0, gy_step, gx0, gx_step, TGY, TGX,
+        gain, slope, clamp,
+        HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr, R: tl.constexpr,
+        BGY: tl.constexpr, BBY: tl.constexpr, BIY: tl.constexpr, BOY: tl.constexpr,
+        BGX: tl.constexpr, BBX: tl.constexpr, BIX: tl.constexpr, BOX: tl.constexpr,
+        PREC: tl.constexpr,
+    ):  # fmt: skip
+        plane = tl.program_id(0)
+        ty = tl.program_id(1)
+        tx = tl.program_id(2)
+        # The pre-activations that this tile's inputs reach, recomputed from the input.
+        x, mask = _load_plane(
+            x_ptr + plane.to(tl.int64) * H * W, iy0 + ty * iy_step, ix0 + tx * ix_step, H, W, BIY, BIX
+        )
+        if HAS_BIAS:
+            x = tl.where(mask, x + tl.load(b_ptr + plane % C).to(tl.float32), 0.0)
+        u = tl.dot(_load_matrix(uy_ptr, BBY, BIY), x, input_precision=PREC)
+        u = tl.dot(u, _load_matrix(uxt_ptr, BIX, BBX), input_precision=PREC)  # [BBY, BBX]
+        deriv = tl.where(u > 0, gain, gain * slope)
+        if HAS_CLAMP:
+            a = tl.where(u > 0, u, u * slope) * gain
+            deriv = tl.where((a >= -clamp) & (a <= clamp), deriv, 0.0)
+        # The gradient of the activation: the adjoint of the downsampler applied to the output gradient.
+        g, _ = _load_plane(
+            gy_ptr + plane.to(tl.int64) * OH * OW, gy0 + ty * gy_step, gx0 + tx * gx_step, OH, OW, BOY, BOX
+        )
+        ga = tl.zeros([BBY, BBX], dtype=tl.float32)
+        for r in tl.static_range(R):
+            t = tl.dot(_load_matrix(dty_ptr + r * BBY * BOY, BBY, BOY), g, input_precision=PREC)
+            ga += tl.dot(t, _load_matrix(dtxt_ptr + r * BOX * BBX, BOX, BBX), input_precision=PREC)
+        ga = ga * deriv
+        # The adjoint of the upsampler: only the taps that reach this tile's inputs.
+        gx = tl.dot(_load_matrix(uty_ptr, BGY, BBY), ga, input_precision=PREC)
+        gx = tl.dot(gx, _load_matrix(utxt_ptr, BBX, BGX), input_precision=PREC)  # [BGY, BGX]
+        iy = tl.arange(0, BGY)
+        ix = tl.arange(0, BGX)
+        rows = ty * TGY + iy
+        cols = tx * TGX + ix
+        mask = ((iy < TGY) & (rows < H))[:, None] & ((ix < TGX) & (cols < W))[None, :]
+        ptrs = gx_ptr + plane.to(tl.int64) * H * W + rows[:, None] * W + cols[None, :]
+        tl.store(ptrs, gx.to(gx_ptr.dtype.element_ty), mask=mask)
+
+
+def _precision(dtype: torch.dtype) -> str:
+    if INTERPRETED:
+        return "ieee"
+    return "tf32x3" if dtype == torch.float32 else "tf32"
+
+
+def _warps(*blocks: int) -> int:
+    return 8 if max(blocks) >= 128 * 64 else 4
+
+
+def _forward(x, b, plan, gain, slope, clamp):
+    n, c, h, w = x.shape
+    fy, fx = plan["fy"], plan["fx"]
+    y = torch.empty([n, c, fy["n_out"], fx["n_out"]], dtype=x.dtype, device=x.device)
+    (boy, bay, biy), (box, bax, bix) = fy["blocks"], fx["blocks"]
+    grid = (n * c, fy["tiles"], fx["tiles"])
+    _fwd_kernel[grid](
+        x, x if b is None else b, y,
+        plan["f_uy"], plan["f_uxt"], plan["f_dy"], plan["f_dxt"],
+        c, h, w, y.shape[2], y.shape[3],
+        fy["in0"], fy["in_step"], fx["in0"], fx["in_step"], fy["tile"], fx["tile"],
+        float(gain), float(slope), 0.0 if clamp is None else float(clamp),
+        HAS_BIAS=b is not None, HAS_CLAMP=clamp is not None, R=plan["R"],
+        BOY=boy, BAY=bay, BIY=biy, BOX=box, BAX=bax, BIX=bix,
+        PREC=_precision(x.dtype), num_warps=_warps(bay * bax, bay * bix),
+    )  # fmt: skip
+    return y
+
+
+def _backward(x, b, gy, plan, gain, slope, clamp):
+    n, c, h, w = x.shape
+    py, px = plan["gy"], plan["gx"]
+    gx = torch.empty_like(x)
+    (bgy, bby, biy, boy), (bgx, bbx, bix, box) = py["blocks"], px["blocks"]
+    grid = (n * c, py["tiles"], px["tiles"])
+    _bwd_kernel[grid](
+        x, x if b is None else b, gy, gx,
+        plan["b_uy"], plan["b_uxt"], plan["b_dty"], plan["b_dtxt"], plan["b_uty"], plan["b_utxt"],
+        c, h, w, gy.shape[2], gy.shape[3],
+        py["in0"], py["in_step"], px["in0"], px["in_step"], py["gy0"], py["gy_step"], px["gy0"], px["gy_step"],
+        py["tile"], px["tile"],
+        float(gain), float(slope), 0.0 if clamp is None else float(clamp),
+        HAS_BIAS=b is not None, HAS_CLAMP=clamp is not None, R=plan["R"],
+        BGY=bgy, BBY=bby, BIY=biy, BOY=boy, BGX=bgx, BBX=bbx, BIX=bix, BOX=box,
+        PREC=_precision(x.dtype), num_warps=_warps(bby * bbx, bby * bix),
+    )  # fmt: skip
+    return gx
+
+
+class _TritonFilteredLReLU(torch.autograd.Function):
+    """Fused forward; the backward recomputes the pre-activations from the saved input and bias."""
+
+    @staticmethod
+    def forward(ctx, x, b, plan, gain, slope, clamp):  # noqa: D102
+        x = x.contiguous()
+        b = None if b is None else b.contiguous()
+        ctx.save_for_backward(x, b)
+        ctx.args = (plan, gain, slope, clamp)
+        return _forward(x, b, plan, gain, slope, clamp)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy):  # noqa: D102
+        x, b = ctx.saved_tensors
+        plan, gain, slope, clamp = ctx.args
+        gx = _backward(x, b, gy.contiguous(), plan, gain, slope, clamp)
+        gb = None
+        if b is not None and ctx.needs_input_grad[1]:
+            gb = gx.sum(dim=[0, 2, 3], dtype=torch.float32).to(b.dtype)
+        return gx, gb, None, None, None, None
+
+
+def filtered_lrelu(
+    x: torch.Tensor,
+    fu: torch.Tensor | None,
+    fd: torch.Tensor | None,
+    b: torch.Tensor | None = None,
+    up: int = 1,
+    down: int = 1,
+    padding: int | ops.Padding = 0,
+    gain: float = math.sqrt(2),
+    slope: float = 0.2,
+    clamp: float | None = None,
+) -> torch.Tensor:
+    """Fused equivalent of :func:`stylegan3.ops.filtered_lrelu_ref`; x: [N, C, H, W].
+
+    Shapes without a kernel (see the module docstring) take :func:`stylegan3.ops.filtered_lrelu`.
+    """
+    pad = ops._parse_padding(padding)
+    if clamp is not None and clamp < 0:
+        clamp = None
+    if not supports(x, fu, fd, up, down):
+        return ops.filtered_lrelu(x, fu, fd, b, up, down, pad, gain, slope, clamp)
+    check_available(x.device)
+    plan = plan_for(x.shape, fu, fd, up, down, pad, x.device)
+    if plan is None:
+        return ops.filtered_lrelu(x, fu, fd, b, up, down, pad, gain, slope, clamp)
+    return _TritonFilteredLReLU.apply(x, b, plan, float(gain), float(slope), clamp)
