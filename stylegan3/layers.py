@@ -8,6 +8,8 @@ from torch import nn
 
 from .ops import bias_act, normalize_2nd_moment
 
+IMPLS = ("fast", "reference", "triton")  # the ops implementations a generator can run (GeneratorMixin.set_impl)
+
 
 class FullyConnectedLayer(nn.Module):
     """Linear layer with equalized learning rate: weights stored as N(0, 1) / lr_multiplier."""
@@ -176,9 +178,20 @@ class GeneratorMixin:
         return cache[key].clone()
 
     def set_impl(self, impl: str) -> None:
-        """Select the ops of every layer: "fast" (default) or "reference"."""
-        if impl not in ("fast", "reference"):
-            raise ValueError(f"impl must be 'fast' or 'reference', not {impl!r}")
+        """Select the ops of every layer: "fast" (default), "reference" or "triton".
+
+        "triton" runs the fused Triton kernels of :mod:`stylegan3.triton_ops` where a layer has one (the filtered
+        leaky ReLU of StyleGAN3); the other layers keep the fast path. It needs CUDA, or the CPU under the Triton
+        interpreter (``TRITON_INTERPRET=1``); elsewhere it is a one-line RuntimeError naming why.
+        """
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {', '.join(IMPLS)}, not {impl!r}")
+        if impl == "triton":
+            from . import triton_ops
+
+            devices = {p.device for p in self.parameters()} or {torch.device("cpu")}
+            for device in devices:
+                triton_ops.check_available(device)
         for module in self.modules():
             if hasattr(module, "impl"):
                 module.impl = impl

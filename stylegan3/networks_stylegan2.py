@@ -23,7 +23,7 @@ def setup_filter(f: list[float]) -> torch.Tensor:
 
 
 def _upfirdn2d(impl: str):
-    return ops.upfirdn2d if impl == "fast" else ops.upfirdn2d_ref
+    return ops.upfirdn2d_ref if impl == "reference" else ops.upfirdn2d  # "triton": no StyleGAN2 kernel, fast path
 
 
 def modulated_conv2d(

@@ -163,7 +163,7 @@ class SynthesisLayer(nn.Module):
         self.conv_kernel = 1 if is_torgb else conv_kernel
         self.conv_clamp = conv_clamp
         self.magnitude_ema_beta = magnitude_ema_beta
-        self.impl = "fast"  # "fast" or "reference" ops
+        self.impl = "fast"  # "fast", "reference" or "triton" ops
 
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, self.conv_kernel, self.conv_kernel]))
@@ -228,7 +228,12 @@ class SynthesisLayer(nn.Module):
             padding=self.conv_kernel - 1,
             input_gain=input_gain,
         )
-        op = ops.filtered_lrelu if self.impl == "fast" else ops.filtered_lrelu_ref
+        if self.impl == "triton":
+            from . import triton_ops  # imported on first use: Triton is an optional CUDA fast path
+
+            op = triton_ops.filtered_lrelu
+        else:
+            op = ops.filtered_lrelu_ref if self.impl == "reference" else ops.filtered_lrelu
         x = op(
             x,
             self.up_filter,

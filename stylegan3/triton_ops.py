@@ -47,7 +47,9 @@ else:
 # Decided when the kernels below are decorated: under the interpreter they run on CPU tensors only.
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 _BLOCKS = (16, 32, 64, 128)
-_MAX_TILE = 128 * 64  # elements of the largest tile a program holds (registers)
+# Elements of the largest tile a program holds: registers on a GPU. The interpreter runs programs one after another
+# with a fixed cost per operation, so there the fewest programs win (the largest tiles).
+_MAX_TILE = 128 * 128 if INTERPRETED else 128 * 64
 _SVD_REL = 2e-8  # singular values of a 2-D filter below this x the largest are dropped (below float32 rounding)
 
 
@@ -211,6 +213,8 @@ def _best(make_y, make_x, cost):
             if py is None or px is None:
                 continue
             work, size = cost(py, px)
+            if INTERPRETED:
+                work = (py["tiles"] * px["tiles"], work)
             if size <= _MAX_TILE and (best is None or work < best[0]):
                 best = (work, py, px)
     return None if best is None else best[1:]
@@ -292,97 +296,111 @@ if triton is not None:
         return tl.load(ptr + tl.arange(0, ROWS)[:, None] * COLS + tl.arange(0, COLS)[None, :])
 
     @triton.jit
-    def _load_plane(ptr, r0, c0, H, W, ROWS: tl.constexpr, COLS: tl.constexpr):
-        """A [ROWS, COLS] window of an [H, W] plane starting at (r0, c0), zero outside the plane, as float32."""
+    def _left(m, v, P: tl.constexpr, M: tl.constexpr, K: tl.constexpr, N: tl.constexpr, PREC: tl.constexpr):
+        """``m @ v[p]`` for every plane p; m: [M, K], v: [P, K, N] -> [P, M, N]."""
+        if P == 1:
+            out = tl.reshape(tl.dot(m, tl.reshape(v, [K, N]), input_precision=PREC), [1, M, N])
+        else:
+            out = tl.dot(tl.broadcast_to(m[None, :, :], [P, M, K]), v, input_precision=PREC)
+        return out
+
+    @triton.jit
+    def _right(v, m, P: tl.constexpr, M: tl.constexpr, K: tl.constexpr, N: tl.constexpr, PREC: tl.constexpr):
+        """``v[p] @ m`` for every plane p; v: [P, M, K], m: [K, N] -> [P, M, N]."""
+        if P == 1:
+            out = tl.reshape(tl.dot(tl.reshape(v, [M, K]), m, input_precision=PREC), [1, M, N])
+        else:
+            out = tl.dot(v, tl.broadcast_to(m[None, :, :], [P, K, N]), input_precision=PREC)
+        return out
+
+    @triton.jit
+    def _window(planes, r0, c0, ROWS: tl.constexpr, COLS: tl.constexpr, NP, H, W):
+        """Offsets and mask of [P, ROWS, COLS] windows starting at (r0, c0) of the planes ``planes`` ([P])."""
         rows = r0 + tl.arange(0, ROWS)
         cols = c0 + tl.arange(0, COLS)
-        mask = ((rows >= 0) & (rows < H))[:, None] & ((cols >= 0) & (cols < W))[None, :]
-        v = tl.load(ptr + rows[:, None] * W + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        return v, mask
+        inside = ((rows >= 0) & (rows < H))[:, None] & ((cols >= 0) & (cols < W))[None, :]
+        mask = (planes < NP)[:, None, None] & inside[None, :, :]
+        offsets = planes.to(tl.int64)[:, None, None] * H * W + (rows[:, None] * W + cols[None, :])[None, :, :]
+        return offsets, mask
+
+    @triton.jit
+    def _biased_input(x_ptr, b_ptr, planes, r0, c0, NP, C, H, W, HAS_BIAS: tl.constexpr, BI_Y: tl.constexpr,
+                      BI_X: tl.constexpr):  # fmt: skip
+        offsets, mask = _window(planes, r0, c0, BI_Y, BI_X, NP, H, W)
+        x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+        if HAS_BIAS:  # the bias of the input samples only: the padding stays zero
+            bias = tl.load(b_ptr + planes % C, mask=planes < NP, other=0.0).to(tl.float32)
+            x = tl.where(mask, x + bias[:, None, None], 0.0)
+        return x
 
     @triton.jit
     def _fwd_kernel(
         x_ptr, b_ptr, y_ptr,
         uy_ptr, uxt_ptr, dy_ptr, dxt_ptr,
-        C, H, W, OH, OW,
+        NP, C, H, W, OH, OW,
         iy0, iy_step, ix0, ix_step, TOY, TOX,
         gain, slope, clamp,
-        HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr, R: tl.constexpr,
+        HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr, R: tl.constexpr, P: tl.constexpr,
         BOY: tl.constexpr, BAY: tl.constexpr, BIY: tl.constexpr,
         BOX: tl.constexpr, BAX: tl.constexpr, BIX: tl.constexpr,
         PREC: tl.constexpr,
     ):  # fmt: skip
-        plane = tl.program_id(0)
+        planes = tl.program_id(0) * P + tl.arange(0, P)
         ty = tl.program_id(1)
         tx = tl.program_id(2)
-        x, mask = _load_plane(
-            x_ptr + plane.to(tl.int64) * H * W, iy0 + ty * iy_step, ix0 + tx * ix_step, H, W, BIY, BIX
-        )
-        if HAS_BIAS:
-            x = tl.where(mask, x + tl.load(b_ptr + plane % C).to(tl.float32), 0.0)
-        u = tl.dot(_load_matrix(uy_ptr, BAY, BIY), x, input_precision=PREC)
-        u = tl.dot(u, _load_matrix(uxt_ptr, BIX, BAX), input_precision=PREC)  # [BAY, BAX] pre-activations
+        x = _biased_input(x_ptr, b_ptr, planes, iy0 + ty * iy_step, ix0 + tx * ix_step, NP, C, H, W, HAS_BIAS, BIY, BIX)
+        # Upsampling: per axis one product with the polyphase matrix of the tile (the non-zero taps only).
+        u = _left(_load_matrix(uy_ptr, BAY, BIY), x, P, BAY, BIY, BIX, PREC)
+        u = _right(u, _load_matrix(uxt_ptr, BIX, BAX), P, BAY, BIX, BAX, PREC)  # [P, BAY, BAX] pre-activations
         a = tl.where(u > 0, u, u * slope) * gain
         if HAS_CLAMP:
             a = tl.minimum(tl.maximum(a, -clamp), clamp)
-        acc = tl.zeros([BOY, BOX], dtype=tl.float32)
+        # Downsampling: only the kept outputs, one separable term per singular value of the filter.
+        acc = tl.zeros([P, BOY, BOX], dtype=tl.float32)
         for r in tl.static_range(R):
-            d = tl.dot(_load_matrix(dy_ptr + r * BOY * BAY, BOY, BAY), a, input_precision=PREC)
-            acc += tl.dot(d, _load_matrix(dxt_ptr + r * BAX * BOX, BAX, BOX), input_precision=PREC)
-        oy = tl.arange(0, BOY)
-        ox = tl.arange(0, BOX)
-        rows = ty * TOY + oy
-        cols = tx * TOX + ox
-        mask = ((oy < TOY) & (rows < OH))[:, None] & ((ox < TOX) & (cols < OW))[None, :]
-        ptrs = y_ptr + plane.to(tl.int64) * OH * OW + rows[:, None] * OW + cols[None, :]
-        tl.store(ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask)
+            d = _left(_load_matrix(dy_ptr + r * BOY * BAY, BOY, BAY), a, P, BOY, BAY, BAX, PREC)
+            acc += _right(d, _load_matrix(dxt_ptr + r * BAX * BOX, BAX, BOX), P, BOY, BAX, BOX, PREC)
+        offsets, mask = _window(planes, ty * TOY, tx * TOX, BOY, BOX, NP, OH, OW)
+        own = ((tl.arange(0, BOY) < TOY)[:, None] & (tl.arange(0, BOX) < TOX)[None, :])[None, :, :]
+        tl.store(y_ptr + offsets, acc.to(y_ptr.dtype.element_ty), mask=mask & own)
 
     @triton.jit
     def _bwd_kernel(
         x_ptr, b_ptr, gy_ptr, gx_ptr,
         uy_ptr, uxt_ptr, dty_ptr, dtxt_ptr, uty_ptr, utxt_ptr,
-        C, H, W, OH, OW,
-        iy0, iy_step, ix0, ix_step, gy0, gy_step, gx0, gx_step, TGY, TGX,
+        NP, C, H, W, OH, OW,
+        iy0, iy_step, ix0, ix_step, oy0, oy_step, ox0, ox_step, TGY, TGX,
         gain, slope, clamp,
-        HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr, R: tl.constexpr,
+        HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr, R: tl.constexpr, P: tl.constexpr,
         BGY: tl.constexpr, BBY: tl.constexpr, BIY: tl.constexpr, BOY: tl.constexpr,
         BGX: tl.constexpr, BBX: tl.constexpr, BIX: tl.constexpr, BOX: tl.constexpr,
         PREC: tl.constexpr,
     ):  # fmt: skip
-        plane = tl.program_id(0)
+        planes = tl.program_id(0) * P + tl.arange(0, P)
         ty = tl.program_id(1)
         tx = tl.program_id(2)
         # The pre-activations that this tile's inputs reach, recomputed from the input.
-        x, mask = _load_plane(
-            x_ptr + plane.to(tl.int64) * H * W, iy0 + ty * iy_step, ix0 + tx * ix_step, H, W, BIY, BIX
-        )
-        if HAS_BIAS:
-            x = tl.where(mask, x + tl.load(b_ptr + plane % C).to(tl.float32), 0.0)
-        u = tl.dot(_load_matrix(uy_ptr, BBY, BIY), x, input_precision=PREC)
-        u = tl.dot(u, _load_matrix(uxt_ptr, BIX, BBX), input_precision=PREC)  # [BBY, BBX]
+        x = _biased_input(x_ptr, b_ptr, planes, iy0 + ty * iy_step, ix0 + tx * ix_step, NP, C, H, W, HAS_BIAS, BIY, BIX)
+        u = _left(_load_matrix(uy_ptr, BBY, BIY), x, P, BBY, BIY, BIX, PREC)
+        u = _right(u, _load_matrix(uxt_ptr, BIX, BBX), P, BBY, BIX, BBX, PREC)  # [P, BBY, BBX]
         deriv = tl.where(u > 0, gain, gain * slope)
-        if HAS_CLAMP:
+        if HAS_CLAMP:  # no gradient where the output was clamped
             a = tl.where(u > 0, u, u * slope) * gain
             deriv = tl.where((a >= -clamp) & (a <= clamp), deriv, 0.0)
         # The gradient of the activation: the adjoint of the downsampler applied to the output gradient.
-        g, _ = _load_plane(
-            gy_ptr + plane.to(tl.int64) * OH * OW, gy0 + ty * gy_step, gx0 + tx * gx_step, OH, OW, BOY, BOX
-        )
-        ga = tl.zeros([BBY, BBX], dtype=tl.float32)
+        offsets, mask = _window(planes, oy0 + ty * oy_step, ox0 + tx * ox_step, BOY, BOX, NP, OH, OW)
+        g = tl.load(gy_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+        ga = tl.zeros([P, BBY, BBX], dtype=tl.float32)
         for r in tl.static_range(R):
-            t = tl.dot(_load_matrix(dty_ptr + r * BBY * BOY, BBY, BOY), g, input_precision=PREC)
-            ga += tl.dot(t, _load_matrix(dtxt_ptr + r * BOX * BBX, BOX, BBX), input_precision=PREC)
+            t = _left(_load_matrix(dty_ptr + r * BBY * BOY, BBY, BOY), g, P, BBY, BOY, BOX, PREC)
+            ga += _right(t, _load_matrix(dtxt_ptr + r * BOX * BBX, BOX, BBX), P, BBY, BOX, BBX, PREC)
         ga = ga * deriv
         # The adjoint of the upsampler: only the taps that reach this tile's inputs.
-        gx = tl.dot(_load_matrix(uty_ptr, BGY, BBY), ga, input_precision=PREC)
-        gx = tl.dot(gx, _load_matrix(utxt_ptr, BBX, BGX), input_precision=PREC)  # [BGY, BGX]
-        iy = tl.arange(0, BGY)
-        ix = tl.arange(0, BGX)
-        rows = ty * TGY + iy
-        cols = tx * TGX + ix
-        mask = ((iy < TGY) & (rows < H))[:, None] & ((ix < TGX) & (cols < W))[None, :]
-        ptrs = gx_ptr + plane.to(tl.int64) * H * W + rows[:, None] * W + cols[None, :]
-        tl.store(ptrs, gx.to(gx_ptr.dtype.element_ty), mask=mask)
+        gx = _left(_load_matrix(uty_ptr, BGY, BBY), ga, P, BGY, BBY, BBX, PREC)
+        gx = _right(gx, _load_matrix(utxt_ptr, BBX, BGX), P, BGY, BBX, BGX, PREC)  # [P, BGY, BGX]
+        offsets, mask = _window(planes, ty * TGY, tx * TGX, BGY, BGX, NP, H, W)
+        own = ((tl.arange(0, BGY) < TGY)[:, None] & (tl.arange(0, BGX) < TGX)[None, :])[None, :, :]
+        tl.store(gx_ptr + offsets, gx.to(gx_ptr.dtype.element_ty), mask=mask & own)
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -395,19 +413,30 @@ def _warps(*blocks: int) -> int:
     return 8 if max(blocks) >= 128 * 64 else 4
 
 
+def _planes_per_program(planes: int, tile: int) -> int:
+    """1 on a GPU; under the interpreter as many planes as keep a program's arrays near 4 MB (fewer programs)."""
+    if not INTERPRETED:
+        return 1
+    p = 1
+    while p < planes and 2 * p * tile <= 2**20:
+        p *= 2
+    return p
+
+
 def _forward(x, b, plan, gain, slope, clamp):
     n, c, h, w = x.shape
     fy, fx = plan["fy"], plan["fx"]
     y = torch.empty([n, c, fy["n_out"], fx["n_out"]], dtype=x.dtype, device=x.device)
     (boy, bay, biy), (box, bax, bix) = fy["blocks"], fx["blocks"]
-    grid = (n * c, fy["tiles"], fx["tiles"])
+    p = _planes_per_program(n * c, max(bay * bax, bay * bix))
+    grid = (triton.cdiv(n * c, p), fy["tiles"], fx["tiles"])
     _fwd_kernel[grid](
         x, x if b is None else b, y,
         plan["f_uy"], plan["f_uxt"], plan["f_dy"], plan["f_dxt"],
-        c, h, w, y.shape[2], y.shape[3],
+        n * c, c, h, w, y.shape[2], y.shape[3],
         fy["in0"], fy["in_step"], fx["in0"], fx["in_step"], fy["tile"], fx["tile"],
         float(gain), float(slope), 0.0 if clamp is None else float(clamp),
-        HAS_BIAS=b is not None, HAS_CLAMP=clamp is not None, R=plan["R"],
+        HAS_BIAS=b is not None, HAS_CLAMP=clamp is not None, R=plan["R"], P=p,
         BOY=boy, BAY=bay, BIY=biy, BOX=box, BAX=bax, BIX=bix,
         PREC=_precision(x.dtype), num_warps=_warps(bay * bax, bay * bix),
     )  # fmt: skip
@@ -419,15 +448,16 @@ def _backward(x, b, gy, plan, gain, slope, clamp):
     py, px = plan["gy"], plan["gx"]
     gx = torch.empty_like(x)
     (bgy, bby, biy, boy), (bgx, bbx, bix, box) = py["blocks"], px["blocks"]
-    grid = (n * c, py["tiles"], px["tiles"])
+    p = _planes_per_program(n * c, max(bby * bbx, bby * bix, bby * box))
+    grid = (triton.cdiv(n * c, p), py["tiles"], px["tiles"])
     _bwd_kernel[grid](
         x, x if b is None else b, gy, gx,
         plan["b_uy"], plan["b_uxt"], plan["b_dty"], plan["b_dtxt"], plan["b_uty"], plan["b_utxt"],
-        c, h, w, gy.shape[2], gy.shape[3],
+        n * c, c, h, w, gy.shape[2], gy.shape[3],
         py["in0"], py["in_step"], px["in0"], px["in_step"], py["gy0"], py["gy_step"], px["gy0"], px["gy_step"],
         py["tile"], px["tile"],
         float(gain), float(slope), 0.0 if clamp is None else float(clamp),
-        HAS_BIAS=b is not None, HAS_CLAMP=clamp is not None, R=plan["R"],
+        HAS_BIAS=b is not None, HAS_CLAMP=clamp is not None, R=plan["R"], P=p,
         BGY=bgy, BBY=bby, BIY=biy, BOY=boy, BGX=bgx, BBX=bbx, BIX=bix, BOX=box,
         PREC=_precision(x.dtype), num_warps=_warps(bby * bbx, bby * bix),
     )  # fmt: skip
