@@ -45,6 +45,29 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def resolve_impl(impl: str, device: torch.device) -> str:
+    """The generator ops for the config key ``impl`` on ``device``: ``auto`` -> ``triton`` on CUDA when Triton
+    imports, else ``fast``; ``fast``, ``reference`` and ``triton`` as given (``triton`` where it cannot run, and an
+    unknown name, are a one-line ValueError naming why)."""
+    from .layers import IMPLS
+
+    if impl == "auto":
+        if device.type != "cuda":
+            return "fast"
+        from . import triton_ops
+
+        return "triton" if triton_ops.unavailable_reason(device) is None else "fast"
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of auto, {', '.join(IMPLS)}, not {impl!r}")
+    if impl == "triton":
+        from . import triton_ops
+
+        reason = triton_ops.unavailable_reason(device)
+        if reason is not None:
+            raise ValueError(f"impl=triton cannot run on {device}: {reason}")
+    return impl
+
+
 def init_distributed(device: torch.device, env: DistEnv) -> None:
     """Make ``device`` this process's current CUDA device and, in a torchrun job, join the process group on it
     (NCCL bound to the rank's GPU through ``device_id``; gloo on the CPU). Nothing else when run directly."""

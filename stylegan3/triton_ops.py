@@ -50,6 +50,7 @@ _BLOCKS = (16, 32, 64, 128)
 # Elements of the largest tile a program holds: registers on a GPU. The interpreter runs programs one after another
 # with a fixed cost per operation, so there the fewest programs win (the largest tiles).
 _MAX_TILE = 128 * 128 if INTERPRETED else 128 * 64
+_PREFER_FEW_PROGRAMS = INTERPRETED
 _SVD_REL = 2e-8  # singular values of a 2-D filter below this x the largest are dropped (below float32 rounding)
 
 
@@ -213,7 +214,7 @@ def _best(make_y, make_x, cost):
             if py is None or px is None:
                 continue
             work, size = cost(py, px)
-            if INTERPRETED:
+            if _PREFER_FEW_PROGRAMS:
                 work = (py["tiles"] * px["tiles"], work)
             if size <= _MAX_TILE and (best is None or work < best[0]):
                 best = (work, py, px)

@@ -1,0 +1,171 @@
+"""The fused Triton filtered leaky ReLU against the reference op, run on the CPU under the Triton interpreter.
+
+The interpreter is chosen when ``stylegan3.triton_ops`` is first imported (its kernels are decorated then), and Triton
+reads the variable again at each launch, so this module sets ``TRITON_INTERPRET=1`` for its process unless it is set
+already (``TRITON_INTERPRET=0`` skips the module). Nothing else in the suite runs Triton: the CPU's torch.compile
+backend is C++. Shapes are small: the interpreter runs each kernel program in NumPy.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import fixture_arrays, load_fixture
+from test_parity import FLOAT32_GRAD_TOLERANCE, assert_close, reference_weight
+
+from stylegan3 import ops
+from stylegan3.runtime import resolve_impl
+
+if not os.environ.get("TRITON_INTERPRET"):
+    os.environ["TRITON_INTERPRET"] = "1"
+triton_ops = importlib.import_module("stylegan3.triton_ops")
+if not triton_ops.INTERPRETED:
+    pytest.skip("the Triton interpreter is off (TRITON_INTERPRET=0, or imported before)", allow_module_level=True)
+
+
+def _plan_layers() -> list[tuple]:
+    """Every distinct (up, down, fu, fd, padding) of the StyleGAN3 T and R layer plans at 1024 px (the same filters
+    and paddings as NVIDIA's FFHQ models; the 64 px fixtures add nothing new), ToRGB included."""
+    layers = {}
+    for name in ("sg3t_1024_thin", "sg3r_1024_thin"):
+        G = load_fixture(name)
+        for layer_name in G.synthesis.layer_names:
+            layer = getattr(G.synthesis, layer_name)
+            fu, fd = layer.up_filter, layer.down_filter
+            key = (
+                name[:4],
+                layer.up_factor,
+                layer.down_factor,
+                None if fu is None else fu.shape[0],
+                None if fd is None else tuple(fd.shape),
+                tuple(layer.padding),
+            )
+            layers.setdefault(key, (layer.up_factor, layer.down_factor, fu, fd, list(layer.padding), layer.is_torgb))
+    return [
+        (f"{k[0]}-up{k[1]}-down{k[2]}-fu{k[3]}-fd{'x'.join(map(str, k[4] or ()))}-pad{k[5][0]}",) + v
+        for k, v in layers.items()
+    ]
+
+
+PLAN_LAYERS = _plan_layers()
+TOLERANCE = {torch.float32: 2e-6, torch.bfloat16: 1e-2, torch.float16: 2e-3}  # x max|ref|
+
+
+def _check(up, down, fu, fd, padding, torgb, clamp, dtype, shape=(1, 3, 24, 23)) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(shape).to(dtype).requires_grad_()
+    b = (0.3 * torch.randn(shape[1])).to(dtype).requires_grad_()
+    gain, slope = (1.0, 1.0) if torgb else (2**0.5, 0.2)
+    kwargs = dict(up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp)
+    if not triton_ops.supports(x, fu, fd, up, down):  # ToRGB (no filters): the fast path's numbers, same dtype
+        out, fast = (op(x, fu, fd, b, **kwargs) for op in (triton_ops.filtered_lrelu, ops.filtered_lrelu))
+        torch.testing.assert_close(out, fast, rtol=0, atol=0)
+        gy = torch.randn(out.shape).to(dtype)
+        for ours, theirs in zip(torch.autograd.grad(out, [x, b], gy), torch.autograd.grad(fast, [x, b], gy)):
+            torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+        return
+    xr, br = x.detach().float().requires_grad_(), b.detach().float().requires_grad_()
+    ref = ops.filtered_lrelu_ref(xr, fu, fd, br, **kwargs)
+    out = triton_ops.filtered_lrelu(x, fu, fd, b, **kwargs)
+    assert out.shape == ref.shape and out.dtype == dtype
+    tol = TOLERANCE[dtype]
+    torch.testing.assert_close(out.float(), ref, rtol=0, atol=tol * ref.abs().max().item())
+    gy = torch.randn(ref.shape).to(dtype)
+    ref_grads = torch.autograd.grad(ref, [xr, br], gy.float())
+    grads = torch.autograd.grad(out, [x, b], gy)
+    for what, ours, theirs in zip(("x", "bias"), grads, ref_grads):
+        assert ours.dtype == dtype, what
+        torch.testing.assert_close(ours.float(), theirs, rtol=0, atol=tol * theirs.abs().max().item(), msg=what)
+
+
+@pytest.mark.parametrize("clamp", [None, 0.5])  # 0.5 binds on these inputs (the plans' 256 never would)
+@pytest.mark.parametrize("layer", PLAN_LAYERS, ids=[layer[0] for layer in PLAN_LAYERS])
+def test_plan_layers_float32(layer, clamp) -> None:
+    _check(*layer[1:], clamp, torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("layer", PLAN_LAYERS, ids=[layer[0] for layer in PLAN_LAYERS])
+def test_plan_layers_half(layer, dtype) -> None:
+    _check(*layer[1:], 0.5, dtype)
+
+
+@pytest.fixture
+def gpu_tiling(monkeypatch: pytest.MonkeyPatch):
+    """Plan and launch as on a GPU: one plane per program, the register budget, several tiles per axis."""
+    monkeypatch.setattr(triton_ops, "_PREFER_FEW_PROGRAMS", False)
+    monkeypatch.setattr(triton_ops, "_MAX_TILE", 64 * 64)
+    monkeypatch.setattr(triton_ops, "_planes_per_program", lambda planes, tile: 1)
+    triton_ops._plan.cache_clear()
+    yield
+    triton_ops._plan.cache_clear()
+
+
+@pytest.mark.parametrize("index", [1, 4, 6], ids=lambda i: PLAN_LAYERS[i][0])
+def test_gpu_tiling(index: int, gpu_tiling) -> None:
+    """Tiles that start at multiples of the resampling period share one matrix per axis; P == 1 kernels."""
+    up, down, fu, fd, padding, torgb = PLAN_LAYERS[index][1:]
+    plan = triton_ops.plan_for((30, 29), fu, fd, up, down, padding, torch.device("cpu"))
+    assert plan["fy"]["tiles"] > 1 and plan["gy"]["tiles"] > 1
+    _check(up, down, fu, fd, padding, torgb, 0.5, torch.float32, shape=(1, 2, 30, 29))
+
+
+def test_other_shapes_and_fallbacks() -> None:
+    """Odd filters and factors the plans do not use; what has no kernel gives the fast path's numbers."""
+    g = torch.Generator().manual_seed(3)
+    odd5, radial6 = torch.randn(5, generator=g), torch.randn(6, 6, generator=g)
+    _check(4, 2, odd5, radial6, [7, 3, 2, 9], False, 0.5, torch.float32)  # full-rank 2-D filter, asymmetric taps
+    _check(1, 2, None, odd5, [1, 2, 3, 0], False, None, torch.float32)
+    _check(2, 1, odd5, None, [-1, 3, 2, 2], False, 0.5, torch.float32)
+    x = torch.randn(1, 2, 9, 9, dtype=torch.float64)
+    for args in [(None, None, None, 1, 1), (torch.randn(4, 4), None, None, 2, 1)]:
+        assert not triton_ops.supports(x.float(), *args[:2], *args[3:])
+    assert not triton_ops.supports(x, odd5, radial6, 2, 2)  # float64
+    torch.testing.assert_close(
+        triton_ops.filtered_lrelu(x, odd5.double(), None, up=2), ops.filtered_lrelu(x, odd5.double(), None, up=2)
+    )
+
+
+def test_backward_keeps_only_the_input() -> None:
+    x = torch.randn(1, 4, 16, 16, requires_grad=True)
+    fu, fd = PLAN_LAYERS[0][3], PLAN_LAYERS[0][4]
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        triton_ops.filtered_lrelu(x, fu, fd, torch.zeros(4), up=2, down=2, padding=[9, 8, 9, 8])
+    assert saved and max(saved) <= x.numel()
+
+
+def test_where_triton_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "mps" in triton_ops.unavailable_reason("mps")
+    assert triton_ops.unavailable_reason("cpu") is None  # interpreted
+    monkeypatch.setattr(triton_ops, "INTERPRETED", False)
+    reason = triton_ops.unavailable_reason("cpu")
+    assert "TRITON_INTERPRET=1" in reason and "\n" not in reason
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+        load_fixture("sg2_64").set_impl("triton")
+    with pytest.raises(ValueError, match="TRITON_INTERPRET"):
+        resolve_impl("triton", torch.device("cpu"))
+    assert resolve_impl("auto", torch.device("cpu")) == "fast"
+    assert resolve_impl("reference", torch.device("cpu")) == "reference"
+    with pytest.raises(ValueError, match="impl must be one of"):
+        resolve_impl("cuda", torch.device("cpu"))
+
+
+def test_generator_parity_sg3t_64() -> None:
+    """The whole 64 px StyleGAN3-T fixture with impl=triton against NVIDIA's image and W+ gradient (first sample)."""
+    name = "sg3t_64"
+    G = load_fixture(name)
+    G.set_impl("triton")
+    arrays = fixture_arrays(name)
+    ws = torch.from_numpy(arrays["ws_plus"][:1]).requires_grad_()
+    img = G.synthesis(ws, noise_mode="const")
+    assert_close(img.detach().numpy(), arrays["img_plus"][:1], 1e-4, f"{name} img_plus (triton)")
+    weight = reference_weight(name, tuple(arrays["img_plus"].shape))[:1]
+    (img * weight).sum().backward()
+    tol = FLOAT32_GRAD_TOLERANCE.get(name, 1e-3)
+    assert_close(ws.grad.numpy(), arrays["grad_ws_plus"][:1], tol, f"{name} grad (triton)")
+    assert np.isfinite(ws.grad.numpy()).all()
