@@ -39,7 +39,7 @@ from tqdm import tqdm
 import stylegan3
 from stylegan3.config import inline, save_config, to_dict
 from stylegan3.io import atomic_write
-from stylegan3.runtime import resolve_device, tensorboard_writer
+from stylegan3.runtime import resolve_device, resolve_impl, tensorboard_writer
 from stylegan3.sampling import synthesize
 
 from .encoder import EncoderArchitecture, LatentEncoder, generator_record, save_encoder
@@ -50,7 +50,9 @@ STATE_FILE = "training_state.pt"
 LOG_FILE = "log.csv"
 LOG_COLUMNS = ("step", "loss", "latent_loss", "image_loss", "val_latent_error", "mean_latent_error", "lr", "seconds")
 # Keys that may differ when a run resumes: they change no number. The network may move: its fingerprint is checked.
-RESUMABLE_CHANGES = frozenset({"network", "out", "device", "stop_after", "resume", "tensorboard", "checkpoint_every"})
+RESUMABLE_CHANGES = frozenset(
+    {"network", "out", "device", "impl", "stop_after", "resume", "tensorboard", "checkpoint_every"}
+)
 # Streams of randomness: (seed, stream, index) seeds one torch.Generator.
 POOL, FRESH, BATCH, HELD_OUT = 0, 1, 2, 3
 
@@ -77,6 +79,7 @@ class TrainEncoderConfig:
     checkpoint_every: int = 1000  # training_state.pt every N steps (the work a kill can lose)
     stop_after: int | None = None  # stop after this many steps in this run, as if killed (tests); rerun to go on
     device: str = "auto"  # auto (cuda if available), cpu, cuda, mps
+    impl: str = "auto"  # generator ops: auto (triton on CUDA when Triton imports, else fast), fast, reference, triton
     resume: bool = True  # continue from out/training_state.pt when it exists (false: refuse a used folder)
     tensorboard: bool = True  # also write TensorBoard logs, when the tensorboard package is installed
 
@@ -160,6 +163,8 @@ class EncoderTrainer:
             raise ValueError(f"pool_size {cfg.pool_size} is smaller than batch_size {cfg.batch_size}")
         self.device = resolve_device(cfg.device)
         self.G = (G if G is not None else stylegan3.load(cfg.network, device=self.device)).to(self.device)
+        if G is None or cfg.impl != "auto":  # a generator passed in keeps its ops unless impl is named
+            self.G.set_impl(resolve_impl(cfg.impl, self.device))
         self.G.eval().requires_grad_(False)
         self.generator = generator_record(self.G, cfg.network)
         torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed alone

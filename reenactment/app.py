@@ -34,7 +34,7 @@ from inversion.losses import LossOptions
 from inversion.precision import check_precision
 from stylegan3.config import ConfigError, get_value, inline, set_value
 from stylegan3.images import IMAGE_SUFFIXES
-from stylegan3.runtime import resolve_device
+from stylegan3.runtime import resolve_device, resolve_impl
 from stylegan3.sampling import synthesize, to_uint8
 
 from .faces.landmarks import LandmarkDetector, NoFaceError
@@ -56,6 +56,7 @@ class AppConfig:
     host: str = "127.0.0.1"  # address to serve on (localhost only by default)
     port: int = 7860  # 0: any free port
     device: str = "auto"  # auto (cuda if available), cpu, cuda, mps
+    impl: str = "auto"  # generator ops: auto (triton on CUDA when Triton imports, else fast), fast, reference, triton
     backend: str = "dlib"  # landmark backend: dlib or mediapipe
     steps: int = 1000  # the page's default number of inversion steps (thesis: 1000)
     max_steps: int = 2000  # the most inversion steps a request may ask for
@@ -222,6 +223,7 @@ class Reenactment:
         self.cfg = cfg
         self.work_dir = work_dir
         self.device = resolve_device(cfg.device)
+        self.impl = resolve_impl(cfg.impl, self.device)  # a bad value fails at start, not on the first request
         check_precision(cfg.precision)
         self._networks: OrderedDict[tuple[str, str], nn.Module] = OrderedDict()
         self._detector: LandmarkDetector | None = None
@@ -236,6 +238,8 @@ class Reenactment:
         if key not in self._networks:
             loader = stylegan3.load if kind == "network" else load_mapper
             self._networks[key] = loader(name, device=self.device).eval()
+            if kind == "network":
+                self._networks[key].set_impl(self.impl)
             while len(self._networks) > 4:  # two generator/mapper pairs
                 self._networks.popitem(last=False)
         self._networks.move_to_end(key)

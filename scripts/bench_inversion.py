@@ -37,6 +37,7 @@ from inversion.perceptual import LPIPS
 from inversion.precision import PRECISIONS
 from stylegan3.bench import PLANS, build_plan, time_and_peak
 from stylegan3.config import parse_cli
+from stylegan3.runtime import resolve_impl
 
 THESIS_IMAGES_PER_HOUR = 4.0  # 15 minutes per image, GTX 1080 Ti
 
@@ -52,6 +53,7 @@ class BenchInversionConfig:
     w_dim: int = 64
     channel_max: int | None = None  # at most this many channels per layer (smoke runs; None: the plan's)
     device: str = "cpu"
+    impl: str = "auto"  # generator ops: auto (triton on CUDA when Triton imports, else fast), fast, reference, triton
     batches: str = "1,4,8"
     loss_resolutions: str = "0,256"  # LPIPS resolution, 0 = the generator's
     steps: int | None = None  # timed steps (default 2 CPU, 20 CUDA)
@@ -79,6 +81,7 @@ def run_one(args: BenchInversionConfig) -> dict:
     device = torch.device(args.device)
     torch.manual_seed(0)
     G = build_plan(args.plan, args.resolution, args.w_dim, args.channel_max).to(device)
+    G.set_impl(resolve_impl(args.impl, device))
     lpips = LPIPS(device=device, _random_backbone=True)
     identity = IdentityLoss(IdentityEncoder(IRSE50()).to(device))
     loss_res = None if args.loss_resolution == 0 else args.loss_resolution
@@ -127,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     common = [f"--plan={args.plan}", f"--resolution={args.resolution}", f"--w-dim={args.w_dim}",
               f"--device={args.device}", f"--steps={args.steps}", f"--warmup={args.warmup}"]  # fmt: skip
+    common += [f"--impl={args.impl}"]
     common += [f"--precision={args.precision}", f"--joint-pass={args.joint_pass}"] + (
         ["--compile"] if args.compile else []
     )
@@ -276,6 +280,7 @@ def bench_starts(args: BenchInversionConfig) -> dict:
     _, config = read_encoder(args.encoder)
     network = args.network or config["generator"]["name"]
     G = stylegan3.load(network, device=device)
+    G.set_impl(resolve_impl(args.impl, device))
     encoder = load_encoder(args.encoder, G, network)
     loss_fn = InversionLoss(LossWeights(lpips=0, id=0))
     when = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%MZ")

@@ -35,6 +35,7 @@ from reenactment.pipeline import DrivingOptions, Reenactor, Source, reenact, tra
 from stylegan3.bench import PLANS, build_plan, synchronize
 from stylegan3.compile import compiled_synthesis
 from stylegan3.config import parse_cli
+from stylegan3.runtime import resolve_impl
 from stylegan3.sampling import (
     synthesize,
     to_uint8,
@@ -57,6 +58,7 @@ class BenchReenactConfig:
     thesis_mapper: bool = False  # the thesis's channel widths (default: tiny)
     batch: int = 8
     device: str = "cpu"
+    impl: str = "auto"  # generator ops: auto (triton on CUDA when Triton imports, else fast), fast, reference, triton
     amp: bool = False  # generator float16 layers (CUDA)
     precision: str = "fp32"  # autocast dtype (mapper, generator)
     compile: bool = False  # torch.compile the synthesis network
@@ -131,6 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.manual_seed(0)
     G = build_plan(args.plan, args.resolution, args.w_dim, args.channel_max).to(device)
+    G.set_impl(resolve_impl(args.impl, device))
     G = compiled_synthesis(G) if args.compile else G
     channels = (16, 32, 64, 128, 256, 512, 512, 512) if args.thesis_mapper else (8, 8, 16, 16, 32, 32, 32, 32)
     mapper = MappingNetwork(args.mapper_size, G.num_ws, args.w_dim, channels).to(device).eval()

@@ -16,6 +16,7 @@ import stylegan3
 from stylegan3 import WeightsFileError, WeightsNotFoundError
 from stylegan3.bench import build_plan
 from stylegan3.config import exit_with_error, parse_cli, save_config
+from stylegan3.runtime import resolve_impl
 from stylegan3.sampling import generate, make_grid, parse_seeds
 
 
@@ -29,12 +30,19 @@ class GenerateConfig:
     grid: bool = True  # one grid image (grid.png) instead of one file per seed
     out: str = "out/generate"  # output folder
     device: str = "cpu"  # cpu, cuda, cuda:1, mps
+    impl: str = "auto"  # generator ops: auto (triton on CUDA when Triton imports, else fast), fast, reference, triton
     batch_size: int = 4  # images per forward pass
     random_plan: str = "t"  # layer plan of network=random: t, r or sg2
     random_resolution: int = 128  # resolution of network=random
 
 
 def load_generator(cfg: GenerateConfig) -> torch.nn.Module:
+    G = _build_generator(cfg)
+    G.set_impl(resolve_impl(cfg.impl, torch.device(cfg.device)))
+    return G
+
+
+def _build_generator(cfg: GenerateConfig) -> torch.nn.Module:
     if cfg.network != "random":
         return stylegan3.load(cfg.network, device=cfg.device)
     print(

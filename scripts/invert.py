@@ -33,7 +33,7 @@ from stylegan3 import WeightsFileError, WeightsNotFoundError
 from stylegan3.config import exit_with_error, inline, parse_cli, save_config
 from stylegan3.images import write_image
 from stylegan3.io import atomic_write
-from stylegan3.runtime import DistEnv, init_distributed, resolve_device
+from stylegan3.runtime import DistEnv, init_distributed, resolve_device, resolve_impl
 from stylegan3.sampling import (
     synthesize,
     to_uint8,
@@ -52,6 +52,7 @@ class InvertConfig:
     backend: str = "dlib"  # landmark backend for alignment
     face: str = "largest"  # which face of several: largest, or an index (0 = the largest; the log lists them)
     device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:1, mps
+    impl: str = "auto"  # generator ops: auto (triton on CUDA when Triton imports, else fast), fast, reference, triton
     losses: LossOptions = inline(LossOptions)  # loss.*, loss_resolution, arcface, alexnet
 
 
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> Path:
         device = resolve_device(cfg.device)
         init_distributed(device, DistEnv())  # the current CUDA device, cuDNN's benchmark mode
         G = stylegan3.load(cfg.network, device=device)
+        G.set_impl(resolve_impl(cfg.impl, device))
         target = load_target(cfg.image, G.img_resolution, cfg.align, cfg.backend, cfg.face, report=print)
         loss_fn = cfg.losses.build(device)
         options = cfg.inverter.resolved(device)  # joint_pass: auto -> true on CUDA

@@ -51,7 +51,7 @@ from inversion.losses import LossOptions
 from stylegan3.config import inline, parse_cli, save_config, to_dict
 from stylegan3.images import write_image
 from stylegan3.io import atomic_write
-from stylegan3.runtime import DistEnv, init_distributed, resolve_device
+from stylegan3.runtime import DistEnv, init_distributed, resolve_device, resolve_impl
 from stylegan3.sampling import (
     synthesize,
     to_uint8,
@@ -66,6 +66,7 @@ class InvertDatasetConfig:
     out: str = "out/latents"  # output folder (rerun with the same one to resume)
     network: str = "stylegan3-r-ffhq-1024x1024"  # .pkl, weights folder or known name
     device: str = "auto"  # auto: cuda:LOCAL_RANK if CUDA is available, else cpu
+    impl: str = "auto"  # generator ops: auto (triton on CUDA when Triton imports, else fast), fast, reference, triton
     batch_size: int = 4  # images optimised together (each with its own latent and loss)
     shard_size: int = 32  # frames per output file (the work a kill can lose)
     warm_start: str = "none"  # none, or sequential: each video frame starts from the previous frame's latent
@@ -81,7 +82,7 @@ class InvertDatasetConfig:
 # Keys that do not change any latent: they may differ when a run resumes. ``batch_size`` too, unless
 # ``joint_pass`` (then the batch's company changes the float32 rounding).
 RESUMABLE_KEYS = frozenset(
-    {"input", "out", "device", "limit", "previews", "log_every", "fresh", "estimate", "estimate_steps"}
+    {"input", "out", "device", "impl", "limit", "previews", "log_every", "fresh", "estimate", "estimate_steps"}
 )
 
 
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> Path:
         if not cfg.fresh and not cfg.estimate:
             check_run(out, record)  # every rank reads the same file: all refuse together
         G = stylegan3.load(cfg.network, device=device)
+        G.set_impl(resolve_impl(cfg.impl, device))
         loss_fn = cfg.losses.build(device)
         encoder = cfg.start.load(G, cfg.network)
     except (OSError, ValueError) as err:

@@ -18,6 +18,7 @@ from stylegan3 import WeightsFileError, WeightsNotFoundError
 from stylegan3.config import exit_with_error, parse_cli
 from stylegan3.images import write_image
 from stylegan3.io import atomic_write
+from stylegan3.runtime import resolve_impl
 from stylegan3.sampling import synthesize, to_uint8, z_from_seeds
 
 
@@ -29,12 +30,14 @@ class LatentClipsConfig:
     frames: int = 4  # frames per clip
     first_seed: int = 2000000  # video v walks from seed first_seed + 2v towards first_seed + 2v + 1
     step: float = 0.05  # share of the way between the two latents from one frame to the next
+    impl: str = "auto"  # generator ops (runs on the CPU: auto is fast)
 
 
 def main(argv: list[str] | None = None) -> Path:
     cfg = parse_cli(LatentClipsConfig, argv, __doc__)
     try:
         G = stylegan3.load(cfg.network)
+        G.set_impl(resolve_impl(cfg.impl, torch.device("cpu")))
     except (WeightsNotFoundError, WeightsFileError, OSError, ValueError) as err:
         exit_with_error(err)
     out = Path(cfg.out)

@@ -45,7 +45,7 @@ from reenactment.pipeline import (
 )
 from stylegan3 import WeightsFileError, WeightsNotFoundError
 from stylegan3.config import exit_with_error, inline, parse_cli, save_config
-from stylegan3.runtime import DistEnv, init_distributed, resolve_device
+from stylegan3.runtime import DistEnv, init_distributed, resolve_device, resolve_impl
 
 
 @dataclass
@@ -61,6 +61,7 @@ class ReenactConfig:
     concat: bool = False  # write driving | source | result side by side
     paste_back: bool = False  # put the reenacted face back into the source photo (its size, its background)
     device: str = "auto"  # auto (cuda if available), cpu, cuda, mps
+    impl: str = "auto"  # generator ops: auto (triton on CUDA when Triton imports, else fast), fast, reference, triton
     batch_size: int = 8  # driving frames per generator batch (see the README for the GPU memory it takes)
     precision: str = "fp32"  # fp32, bf16 or fp16: the source's inversion and the frames' generator under autocast
     backend: str = "dlib"  # landmark backend: dlib or mediapipe
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> Path:
         device = resolve_device(cfg.device)
         init_distributed(device, DistEnv())  # the current CUDA device, cuDNN's benchmark mode
         G = stylegan3.load(cfg.network, device=device)
+        G.set_impl(resolve_impl(cfg.impl, device))
         mapper = load_mapper(cfg.mapper, device=device)
         check_networks(G, mapper)
         detector = LandmarkDetector(cfg.backend)

@@ -61,7 +61,7 @@ import stylegan3
 from reenactment.data.mapper_data import LandmarkPairs
 from stylegan3.config import inline, save_config, to_dict
 from stylegan3.io import atomic_write
-from stylegan3.runtime import DistEnv, init_distributed, resolve_device, tensorboard_writer
+from stylegan3.runtime import DistEnv, init_distributed, resolve_device, resolve_impl, tensorboard_writer
 from stylegan3.sampling import synthesize
 
 from .mapper import WEIGHTS_FILE, MapperArchitecture, MappingNetwork, landmark_delta, save_mapper
@@ -75,7 +75,9 @@ LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "lr", "seconds")
 MIXED_PRECISION = ("auto", "bf16", "fp16", "off")
 # Keys that may differ when a run resumes: they do not change the numbers (or only say how long to train). The
 # manifest and latents may move: their contents are checked instead (``LandmarkPairs.fingerprint``).
-RESUMABLE_CHANGES = frozenset({"epochs", "num_workers", "device", "resume", "tensorboard", "manifest", "latents"})
+RESUMABLE_CHANGES = frozenset(
+    {"epochs", "num_workers", "device", "impl", "resume", "tensorboard", "manifest", "latents"}
+)
 
 
 @dataclass
@@ -104,6 +106,7 @@ class TrainMapperConfig:
     seed: int = 0  # initial weights, split and shuffling
     num_workers: int = 8  # DataLoader processes per training process (landmark images are drawn on the fly)
     device: str = "auto"  # auto: cuda:LOCAL_RANK if CUDA is available, else cpu
+    impl: str = "auto"  # generator ops: auto (triton on CUDA when Triton imports, else fast), fast, reference, triton
     mixed_precision: str = "auto"  # auto (bf16 on CUDA if supported, else fp16; off on CPU), bf16, fp16, off
     sync_batchnorm: bool = True  # BatchNorm statistics over the global batch under torchrun (CUDA only)
     resume: bool = True  # continue from out/latest.json when it exists (false: refuse to touch a used folder)
@@ -232,6 +235,7 @@ class MapperTrainer:
         if not self.cfg.network:
             raise ValueError("image_loss_weight > 0 needs network= (the generator the latents were inverted with)")
         G = stylegan3.load(self.cfg.network, device=self.device)
+        G.set_impl(resolve_impl(self.cfg.impl, self.device))
         if (G.num_ws, G.w_dim) != (self.data.num_ws, self.data.w_dim):
             raise ValueError(
                 f"generator {self.cfg.network} has W+ [{G.num_ws}, {G.w_dim}], "
