@@ -488,6 +488,7 @@ class _TritonFilteredLReLU(torch.autograd.Function):
         return gx, gb, None, None, None, None
 
 
+@torch.compiler.disable  # the launch and its host-side plan run eagerly; torch.compile breaks the graph around it
 def filtered_lrelu(
     x: torch.Tensor,
     fu: torch.Tensor | None,
