@@ -47,10 +47,11 @@ else:
 # Decided when the kernels below are decorated: under the interpreter they run on CPU tensors only.
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 _BLOCKS = (16, 32, 64, 128)
-# Elements of the largest tile a program holds: registers on a GPU. The interpreter runs programs one after another
-# with a fixed cost per operation, so there the fewest programs win (the largest tiles).
-_MAX_TILE = 128 * 128 if INTERPRETED else 128 * 64
-_PREFER_FEW_PROGRAMS = INTERPRETED
+# Elements of the largest array a program holds. Tiles are as large as this allows: fewer programs, less halo per
+# output (the matrix products cost more per output as tiles grow, but they are a small share of the work at these
+# sizes). On a GPU the arrays live in registers (64 x 64 float32: 32 per thread of 4 warps; not tuned on a GPU
+# yet). The interpreter runs programs one after another at a fixed cost per operation: there the largest win.
+_MAX_TILE = 128 * 128 if INTERPRETED else 64 * 64
 _SVD_REL = 2e-8  # singular values of a 2-D filter below this x the largest are dropped (below float32 rounding)
 
 
@@ -206,16 +207,15 @@ def _backward_cost(py, px, r):
 
 
 def _best(make_y, make_x, cost):
-    """The pair of per-axis tilings with the least work per output pixel whose tiles fit the register budget."""
+    """The pair of per-axis tilings with the fewest tiles (then the least work per output) within ``_MAX_TILE``."""
     best = None
     for by in _BLOCKS:
         for bx in _BLOCKS:
             py, px = make_y(by), make_x(bx)
             if py is None or px is None:
                 continue
-            work, size = cost(py, px)
-            if _PREFER_FEW_PROGRAMS:
-                work = (py["tiles"] * px["tiles"], work)
+            macs, size = cost(py, px)
+            work = (py["tiles"] * px["tiles"], macs)
             if size <= _MAX_TILE and (best is None or work < best[0]):
                 best = (work, py, px)
     return None if best is None else best[1:]

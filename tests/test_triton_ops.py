@@ -97,7 +97,6 @@ def test_plan_layers_half(layer, dtype) -> None:
 @pytest.fixture
 def gpu_tiling(monkeypatch: pytest.MonkeyPatch):
     """Plan and launch as on a GPU: one plane per program, the register budget, several tiles per axis."""
-    monkeypatch.setattr(triton_ops, "_PREFER_FEW_PROGRAMS", False)
     monkeypatch.setattr(triton_ops, "_MAX_TILE", 64 * 64)
     monkeypatch.setattr(triton_ops, "_planes_per_program", lambda planes, tile: 1)
     triton_ops._plan.cache_clear()
