@@ -47,11 +47,21 @@ else:
 # Decided when the kernels below are decorated: under the interpreter they run on CPU tensors only.
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 _BLOCKS = (16, 32, 64, 128)
-# Elements of the largest array a program holds. Tiles are as large as this allows: fewer programs, less halo per
-# output (the matrix products cost more per output as tiles grow, but they are a small share of the work at these
-# sizes). On a GPU the arrays live in registers (64 x 64 float32: 32 per thread of 4 warps; not tuned on a GPU
-# yet). The interpreter runs programs one after another at a fixed cost per operation: there the largest win.
-_MAX_TILE = 128 * 128 if INTERPRETED else 64 * 64
+
+
+def _tile_budget(dtype: torch.dtype) -> int:
+    """Elements of the largest array a program may hold. Tiles are as large as this allows: fewer programs, less
+    halo per output (the matrix products cost more per output as tiles grow, a small share of the work here). On a
+    GPU the arrays live in registers. Compiled for sm_90 here (ptxas -v; no GPU run): float32 (tf32x3 products, hi
+    and lo halves of every operand) with 64 x 64 arrays used 255 registers and spilled 1.6 kB a thread, with 32 x 32
+    arrays 168 (forward) / 255 (backward) and no spill; half inputs (tf32) with 64 x 64 arrays at 8 warps: 255 / 200
+    registers, no spill. The interpreter runs programs one after another at a fixed cost per operation: there the
+    largest win."""
+    if INTERPRETED:
+        return 128 * 128
+    return 32 * 32 if dtype == torch.float32 else 64 * 64
+
+
 _SVD_REL = 2e-8  # singular values of a 2-D filter below this x the largest are dropped (below float32 rounding)
 
 
@@ -206,8 +216,8 @@ def _backward_cost(py, px, r):
     return macs / (py["tile"] * px["tile"]), max(bby * bbx, bby * bix, biy * bix, bby * box, boy * box)
 
 
-def _best(make_y, make_x, cost):
-    """The pair of per-axis tilings with the fewest tiles (then the least work per output) within ``_MAX_TILE``."""
+def _best(make_y, make_x, cost, budget: int):
+    """The pair of per-axis tilings with the fewest tiles (then the least work per output) within ``budget``."""
     best = None
     for by in _BLOCKS:
         for bx in _BLOCKS:
@@ -216,7 +226,7 @@ def _best(make_y, make_x, cost):
                 continue
             macs, size = cost(py, px)
             work = (py["tiles"] * px["tiles"], macs)
-            if size <= _MAX_TILE and (best is None or work < best[0]):
+            if size <= budget and (best is None or work < best[0]):
                 best = (work, py, px)
     return None if best is None else best[1:]
 
@@ -234,7 +244,7 @@ def _separable_terms(fd: torch.Tensor | None) -> tuple[list[np.ndarray], list[np
 
 
 @functools.lru_cache(maxsize=256)
-def _plan(h, w, up, down, padding, fu_key, fd_key, device):
+def _plan(h, w, up, down, padding, fu_key, fd_key, device, budget):
     fu = np.ones(1) if fu_key is None else np.asarray(fu_key[1], dtype=np.float64)
     fd = None if fd_key is None else torch.tensor(fd_key[1], dtype=torch.float64).reshape(fd_key[0])
     fys, fxs = _separable_terms(fd)
@@ -247,8 +257,8 @@ def _plan(h, w, up, down, padding, fu_key, fd_key, device):
     def bwd(n, p0, p1, fds):
         return lambda b: _backward_axis(n, up, down, p0, p1, fu, fds, b)
 
-    f = _best(fwd(h, y0, y1, fys), fwd(w, x0, x1, fxs), lambda a, b: _forward_cost(a, b, r))
-    g = _best(bwd(h, y0, y1, fys), bwd(w, x0, x1, fxs), lambda a, b: _backward_cost(a, b, r))
+    f = _best(fwd(h, y0, y1, fys), fwd(w, x0, x1, fxs), lambda a, b: _forward_cost(a, b, r), budget)
+    g = _best(bwd(h, y0, y1, fys), bwd(w, x0, x1, fxs), lambda a, b: _backward_cost(a, b, r), budget)
     if f is None or g is None:
         return None
 
@@ -282,9 +292,11 @@ def _filter_key(f: torch.Tensor | None):
     return tuple(f.shape), tuple(values)
 
 
-def plan_for(x_shape, fu, fd, up, down, padding, device):
-    """The tilings and matrices of one layer shape (cached), or None when no tiling fits."""
-    return _plan(int(x_shape[-2]), int(x_shape[-1]), up, down, tuple(padding), _filter_key(fu), _filter_key(fd), device)
+def plan_for(x_shape, fu, fd, up, down, padding, device, dtype=torch.float32):
+    """The tilings and matrices of one layer shape and input dtype (cached), or None when no tiling fits."""
+    h, w = int(x_shape[-2]), int(x_shape[-1])
+    fu_key, fd_key = _filter_key(fu), _filter_key(fd)
+    return _plan(h, w, up, down, tuple(padding), fu_key, fd_key, device, _tile_budget(dtype))
 
 
 # ----------------------------------------------------------------------------------------
@@ -410,8 +422,9 @@ def _precision(dtype: torch.dtype) -> str:
     return "tf32x3" if dtype == torch.float32 else "tf32"
 
 
-def _warps(*blocks: int) -> int:
-    return 8 if max(blocks) >= 128 * 64 else 4
+def _warps(largest: int) -> int:
+    """Warps per program: 8 for 64 x 64 arrays (the registers of half inputs' tiles), else 4."""
+    return 8 if largest >= 64 * 64 else 4
 
 
 def _planes_per_program(planes: int, tile: int) -> int:
@@ -439,7 +452,7 @@ def _forward(x, b, plan, gain, slope, clamp):
         float(gain), float(slope), 0.0 if clamp is None else float(clamp),
         HAS_BIAS=b is not None, HAS_CLAMP=clamp is not None, R=plan["R"], P=p,
         BOY=boy, BAY=bay, BIY=biy, BOX=box, BAX=bax, BIX=bix,
-        PREC=_precision(x.dtype), num_warps=_warps(bay * bax, bay * bix),
+        PREC=_precision(x.dtype), num_warps=_warps(max(bay * bax, bay * bix, biy * bix)),
     )  # fmt: skip
     return y
 
@@ -460,7 +473,7 @@ def _backward(x, b, gy, plan, gain, slope, clamp):
         float(gain), float(slope), 0.0 if clamp is None else float(clamp),
         HAS_BIAS=b is not None, HAS_CLAMP=clamp is not None, R=plan["R"], P=p,
         BGY=bgy, BBY=bby, BIY=biy, BOY=boy, BGX=bgx, BBX=bbx, BIX=bix, BOX=box,
-        PREC=_precision(x.dtype), num_warps=_warps(bby * bbx, bby * bix),
+        PREC=_precision(x.dtype), num_warps=_warps(max(bby * bbx, bby * bix, biy * bix, bby * box)),
     )  # fmt: skip
     return gx
 
@@ -511,7 +524,7 @@ def filtered_lrelu(
     if not supports(x, fu, fd, up, down):
         return ops.filtered_lrelu(x, fu, fd, b, up, down, pad, gain, slope, clamp)
     check_available(x.device)
-    plan = plan_for(x.shape, fu, fd, up, down, pad, x.device)
+    plan = plan_for(x.shape, fu, fd, up, down, pad, x.device, x.dtype)
     if plan is None:
         return ops.filtered_lrelu(x, fu, fd, b, up, down, pad, gain, slope, clamp)
     return _TritonFilteredLReLU.apply(x, b, plan, float(gain), float(slope), clamp)

@@ -97,7 +97,7 @@ def test_plan_layers_half(layer, dtype) -> None:
 @pytest.fixture
 def gpu_tiling(monkeypatch: pytest.MonkeyPatch):
     """Plan and launch as on a GPU: one plane per program, the register budget, several tiles per axis."""
-    monkeypatch.setattr(triton_ops, "_MAX_TILE", 64 * 64)
+    monkeypatch.setattr(triton_ops, "_tile_budget", lambda dtype: 32 * 32)  # float32's on a GPU
     monkeypatch.setattr(triton_ops, "_planes_per_program", lambda planes, tile: 1)
     triton_ops._plan.cache_clear()
     yield
@@ -110,7 +110,7 @@ def test_gpu_tiling(index: int, gpu_tiling) -> None:
     up, down, fu, fd, padding, torgb = PLAN_LAYERS[index][1:]
     plan = triton_ops.plan_for((30, 29), fu, fd, up, down, padding, torch.device("cpu"))
     assert plan["fy"]["tiles"] > 1 and plan["gy"]["tiles"] > 1
-    _check(up, down, fu, fd, padding, torgb, 0.5, torch.float32, shape=(1, 2, 30, 29))
+    _check(up, down, fu, fd, padding, torgb, 0.5, torch.float32, shape=(1, 1, 30, 29))
 
 
 def test_other_shapes_and_fallbacks() -> None:
