@@ -12,7 +12,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import stylegan3
+# The Triton kernels run on the CPU under Triton's interpreter, chosen when stylegan3.triton_ops is first imported:
+# set for the whole run, so that whichever test file imports it first (a set_impl or resolve_impl test), the
+# kernels of tests/test_triton_ops.py are interpreted (it skips when they are not).
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import stylegan3  # noqa: E402
 
 # Under pytest-xdist (make test: two workers) each worker and the scripts it starts get an equal share of the cores,
 # so two workers do not fight over every core (a 2-core machine ran one inversion test 10x slower that way).

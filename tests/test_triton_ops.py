@@ -1,8 +1,8 @@
 """The fused Triton filtered leaky ReLU against the reference op, run on the CPU under the Triton interpreter.
 
 The interpreter is chosen when ``stylegan3.triton_ops`` is first imported (its kernels are decorated then), and Triton
-reads the variable again at each launch, so this module sets ``TRITON_INTERPRET=1`` for its process unless it is set
-already (``TRITON_INTERPRET=0`` skips the module). Nothing else in the suite runs Triton: the CPU's torch.compile
+reads the variable again at each launch, so ``conftest.py`` sets ``TRITON_INTERPRET=1`` for the whole run unless it is
+set already (``TRITON_INTERPRET=0`` skips the module). Nothing else in the suite runs Triton: the CPU's torch.compile
 backend is C++. Shapes are small: the interpreter runs each kernel program in NumPy.
 """
 
