@@ -12,7 +12,8 @@
 # reenactment bench makes its clip and landmarks on the fly: no dlib model); it writes under LOGS and out/gpu_bench
 # (and copies the logs to $OUT/bench when OUT is set, as on the device machine). The most important figures come
 # first. Each step has its own time limit, sized from the image-steps it runs (see LIMITS below), and the limits add
-# up to 480 s, 8 minutes; a step that overruns costs its own row, not the others.
+# up to 560 s, under the device's 600 s per command; a step that overruns costs its own row, not the others. For a
+# second try within a 15-minute loan, SKIP the steps whose logs came back.
 set -u
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
@@ -83,7 +84,9 @@ run() {  # run NAME SECONDS COMMAND...: one step, its log in $LOGS/gpu_NAME.log 
 if [ "$SMOKE" = 1 ]; then  # every command, at a size the CPU finishes in seconds
     WDIM=64 PLAN_SIZE=(--resolution 32 --w-dim 64 --channel-max 16) STEPS=(--steps 1 --warmup 1) FRAMES=4 MAPPER=128
     DSTEPS=2 LPIPS_AT=0 CH=16 BATCHES=1,2 BATCH32=2  # LPIPS at full resolution: AlexNet needs 32 px or more
-    L_INV=300 L_INV32=300 L_GEN=300 L_REEN=300 L_EST=300 L_DATA=300 L_RERUN=300 L_COMP=600
+    L_INV=300 L_INV32=300 L_GEN=300 L_TRI=300 L_REEN=300 L_EST=300 L_DATA=300 L_RERUN=300 L_COMP=600
+    # The Triton kernels run on the CPU under Triton's interpreter (slow: forward+backward only, batch 2).
+    TRITON=(env TRITON_INTERPRET=1) TRI_ARGS=(--batch 2 --passes fwdbwd)
 else
     WDIM=512 PLAN_SIZE=(--resolution 1024 --w-dim 512) STEPS=(--steps 5 --warmup 2) FRAMES=75 MAPPER=580
     DSTEPS=20 LPIPS_AT=256 CH=None BATCHES=1,8 BATCH32=4
@@ -92,11 +95,14 @@ else
     #  inversion bf16: 7 steps x (1 + 8) images = 63 image-steps x ~0.6 s (LPIPS at 256, ArcFace) = 38 s + 2
     #    processes: 90 s; fp32 batch 4: 7 x 4 = 28 image-steps = 17 s + 1 process: 45 s
     #  generator fp32: 4 passes x (1/3 + 1) image-steps per impl, reference ~1.35x slower, 4 processes: 100 s
+    #  generator triton vs fast, bf16 batch 8 (issue 22's goal): 4 x 8 x 1.33 image-steps each, at most the fast
+    #    path's ~0.3 s (bf16), 4 processes and Triton's first compile of each kernel: 80 s
     #  reenact bf16: 75 frames x 2 generator passes (stage + end to end) at batch 8 + mapper at 580 px: 60 s
     #  invert_dataset at 256 px: estimate (2 timed calls) 40 s, 2 videos x 3 frames x 20/10 steps 45 s, rerun 25 s
     #  compiled generator: the compile of forward and backward at 1024 (~1 min on the CPU at 16 px) + passes: 75 s
-    #  sum: 90 + 45 + 100 + 60 + 40 + 45 + 25 + 75 = 480 s
-    L_INV=90 L_INV32=45 L_GEN=100 L_REEN=60 L_EST=40 L_DATA=45 L_RERUN=25 L_COMP=75
+    #  sum: 90 + 45 + 100 + 80 + 60 + 40 + 45 + 25 + 75 = 560 s
+    L_INV=90 L_INV32=45 L_GEN=100 L_TRI=80 L_REEN=60 L_EST=40 L_DATA=45 L_RERUN=25 L_COMP=75
+    TRITON=() TRI_ARGS=(--batch 8)
 fi
 PLAN=(--config r "${PLAN_SIZE[@]}" --device "$DEVICE")
 
@@ -105,8 +111,11 @@ run inversion_bf16 "$L_INV" "$PYTHON" -m scripts.bench_inversion "${PLAN[@]}" --
     "${STEPS[@]}" --precision bf16 --joint-pass true
 run inversion_fp32 "$L_INV32" "$PYTHON" -m scripts.bench_inversion "${PLAN[@]}" --batches "$BATCH32" \
     --loss-resolutions "$LPIPS_AT" "${STEPS[@]}" --precision fp32 --joint-pass true
-# 2. The generator: fast vs reference ops, forward and forward+backward, fp32; then bf16 compiled.
+# 2. The generator: fast vs reference ops, forward and forward+backward, fp32; fast vs Triton, bf16; then bf16
+#    compiled (last).
 run generator_fp32 "$L_GEN" "$PYTHON" -m scripts.bench_generator "${PLAN[@]}" --warmup 1 --repeats 3
+run generator_triton "$L_TRI" "${TRITON[@]}" "$PYTHON" -m scripts.bench_generator "${PLAN[@]}" --warmup 1 --repeats 3 \
+    --impls fast,triton --precision bf16 "${TRI_ARGS[@]}"
 run reenact_bf16 "$L_REEN" "$PYTHON" -m scripts.bench_reenact "${PLAN[@]}" --mapper-size "$MAPPER" --thesis-mapper \
     --precision bf16 driving=synthetic landmarks=synthetic frames="$FRAMES"
 # 3. A smoke run of the real command: a random-weights generator folder, two synthetic clips, invert_dataset.py

@@ -34,6 +34,7 @@ def test_smoke_run_of_every_step(tmp_path):
     # The figures are there: rows of each benchmark, the estimate, the dataset run and its rerun.
     read = {name: (tmp_path / "logs" / f"gpu_{name}.log").read_text() for name in names}
     assert "images/hour" in read["inversion_bf16"] and "frames/s" in read["reenact_bf16"]
+    assert "fwdbwd triton/fast: time" in read["generator_triton"]  # the Triton kernels ran (interpreted here)
     assert "device-hours in all" in read["invert_dataset_estimate"]
     assert "all 2 shards done" in read["invert_dataset"]
     assert not list((tmp_path / "w").glob("latents/*.tmp"))
