@@ -106,6 +106,11 @@ def test_killed_run_takes_its_workers_along_and_a_live_run_keeps_others_out(tmp_
             time.sleep(0.1)
         workers = _spawned_children(first.pid)
         assert len(workers) == 2 and first.poll() is None, "the workers did not start"
+        # Both workers at work (a frame of each video written): a worker killed while it still imports (seconds on
+        # a loaded machine) has no parent-death signal yet and ends only once its imports are done.
+        while len({p.parent for p in (out / "frames").glob("*/*/*")}) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        assert first.poll() is None, "the first run ended before both workers wrote a frame"
         lock = (out / LOCK_FILE).read_text()
         assert lock.startswith(f"pid {first.pid} ")
         # A second run on the same folder is refused while the first is alive, naming it.
