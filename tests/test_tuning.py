@@ -20,6 +20,7 @@ from inversion.losses import LossWeights, build_inversion_loss, mse_loss
 from inversion.targets import to_tensor
 from inversion.tuning import TuningOptions, latent_drift, locality_latents, locality_z, tune_generator
 from reenactment.faces.align import load_target
+from stylegan3.config import get_value
 from stylegan3.images import read_image
 from stylegan3.io import atomic_folder
 from stylegan3.sampling import synthesize, to_uint8
@@ -210,3 +211,29 @@ def test_reenact_tunes_once_and_reuses_the_cached_generator(tmp_path, weights, m
     assert proc.returncode == 0 and "tuned generator" not in proc.stdout, proc.stderr[-2000:]
     assert np.abs(read_image(tmp_path / "plain.png").astype(int) - tuned).mean() > 1
     assert [p.name for p in (cache / "latents").glob("*.generator")] == [folder.name]
+
+
+def test_the_page_tunes_on_request_and_reuses_the_cache(tmp_path, weights, mapper_dir, monkeypatch):
+    from inversion.losses import LossOptions
+    from reenactment.app import OPTIONS, AppConfig, Reenactment, RunOptions, describe, run_options
+
+    arcface, alexnet = weights
+    monkeypatch.setenv("REENACT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("REENACT_OFFLINE", "1")
+    cfg = AppConfig(network=[str(NETWORK)], mapper=[str(mapper_dir)], device="cpu", steps=3,
+                    losses=LossOptions(arcface=str(arcface), alexnet=str(alexnet)),
+                    tuning=TuningOptions(tune_steps=4))  # fmt: skip
+    server = Reenactment(cfg, tmp_path)
+    options = RunOptions(network=str(NETWORK), mapper=str(mapper_dir), steps=3, tune="pti")
+    stages: list[str] = []
+    first = server.run(tmp_path, PHOTO, DRIVING, options, lambda stage, done, total: stages.append(stage))
+    assert first.tuned == "tuned" and "tuning the generator" in stages
+    assert "tuned on the source" in describe(first, options)
+    second = server.run(tmp_path, PHOTO, DRIVING, options, lambda *a: None)
+    assert second.tuned == "cached" and second.cached
+    np.testing.assert_array_equal(first.inversion, second.inversion)  # G_tuned(w_s), from the cached generator
+    with pytest.raises(ValueError, match="tune must be one of"):
+        server.check_request(RunOptions(network=str(NETWORK), mapper=str(mapper_dir), tune="full"))
+    # The options panel has the choice, and it reaches RunOptions.tune.
+    panel = [get_value(RunOptions(), o.key) if o.field != "tune" else "pti" for o in OPTIONS]
+    assert run_options(panel).tune == "pti"
