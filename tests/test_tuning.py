@@ -194,6 +194,12 @@ def test_reenact_tunes_once_and_reuses_the_cached_generator(tmp_path, weights, m
         return run_script("reenact", PHOTO, DRIVING, "-o", out, "--network", NETWORK, "--mapper", mapper_dir,
                           "steps=3", f"arcface={arcface}", f"alexnet={alexnet}", *extra, cache=cache)  # fmt: skip
 
+    # The latent's cache key is the one without tuning: latents cached before tune existed stay valid.
+    from reenactment.pipeline import SourceInversion, source_cache_key
+
+    G, align = load_fixture("sg2_64"), {"backend": "dlib", "tilt": "eyes"}
+    pti = SourceInversion(tuning=TuningOptions("pti", 5))
+    assert source_cache_key(b"img", G, pti, align) == source_cache_key(b"img", G, SourceInversion(), align)
     proc = reenact(tmp_path / "tuned.png", "tune=pti", "tune_steps=5")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "tuned generator: tuned in 5 steps" in proc.stdout
