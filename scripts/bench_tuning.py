@@ -5,7 +5,7 @@ The loss is the thesis's full loss with networks of the real size and random wei
 its calibrated heads from the lpips wheel; ArcFace IR-SE50 random): the time per step is what the pretrained
 networks cost, the MSE is measured on the photo. Drift: the MSE between the tuned and the original generator's
 images of ``held_out`` latents that tuning never saw, ``mapping(z)`` with truncation 0.5 (PTI's locality samples'
-kind) and the same latents moved to ``tune_alpha`` from the pivot.
+kind) and the same latents moved to each locality radius (``alphas``, ``tune_alpha``) from the pivot.
 
     python -m scripts.bench_tuning                                                  # the 64 px fixture, CPU
     python -m scripts.bench_tuning network=stylegan3-r-ffhq-1024x1024 device=cuda  # a GPU at 1024
@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     z = locality_z(G.z_dim, cfg.held_out, seed=10_000)
     with torch.no_grad():
         w_random = G.mapping(z.to(device), None, truncation_psi=0.5)
+    radii = sorted({*cfg.alphas, cfg.tuning.tune_alpha}, reverse=True)  # drift of latents at these distances
     for photo in cfg.photos:
         target = to_tensor(load_target(photo, G.img_resolution, True, "dlib", "largest")).to(device)
         pivot = invert(G, target, loss, InverterOptions(steps=cfg.steps)).w_plus
@@ -91,10 +92,10 @@ def main(argv: list[str] | None = None) -> None:
             with torch.no_grad():
                 after = mse_loss(synthesize(result.generator, pivot), target).item()
             drift = latent_drift(G, result.generator, w_random).mean().item()
-            near = latent_drift(G, result.generator, locality_latents(G, pivot, z, options.tune_alpha))
-            print(f"  {name:22s} MSE {after:.5f} ({after / before:.2f}x W+ alone); drift of random latents "
-                  f"{drift:.5f}, of latents at {options.tune_alpha:g} from the pivot {near.mean().item():.5f}; "
-                  f"{seconds / max(options.tune_steps, 1):.3f} s per step")  # fmt: skip
+            near = [latent_drift(G, result.generator, locality_latents(G, pivot, z, a)).mean().item() for a in radii]
+            at = ", ".join(f"at {a:g} {d:.5f}" for a, d in zip(radii, near))
+            print(f"  {name:22s} MSE {after:.5f} ({after / before:.2f}x W+ alone); drift: random latents {drift:.5f}"
+                  f", {at}; {seconds / max(options.tune_steps, 1):.3f} s per step")  # fmt: skip
 
 
 if __name__ == "__main__":
