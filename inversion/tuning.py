@@ -92,12 +92,16 @@ def locality_latents(
         return pivot + alpha * direction / norm
 
 
-def locality_loss(image: torch.Tensor, reference: torch.Tensor, lpips: nn.Module | None) -> torch.Tensor:
-    """PTI's L_R per image: MSE + LPIPS (where ``lpips`` is given) between the tuned and the original generator's
-    renders of the same latents, [N, 3, H, W] x2 in [-1, 1] -> [N]."""
+def locality_loss(
+    image: torch.Tensor, reference: torch.Tensor, lpips: nn.Module | None, lpips_resolution: int | None = None
+) -> torch.Tensor:
+    """PTI's L_R per image: MSE + LPIPS (where ``lpips`` is given; at ``lpips_resolution`` as the inversion loss's
+    ``loss_resolution``) between the tuned and the original generator's renders of the same latents,
+    [N, 3, H, W] x2 in [-1, 1] -> [N]."""
     loss = mse_loss(image, reference)
     if lpips is not None:
-        loss = loss + lpips(image, reference).reshape(-1).float()
+        small, small_reference = downsample_to(image, lpips_resolution), downsample_to(reference, lpips_resolution)
+        loss = loss + lpips(small, small_reference).reshape(-1).float()
     return loss
 
 
@@ -154,9 +158,7 @@ def tune_generator(
                 w_r = locality_latents(G, w, zs[step : step + 1], opts.tune_alpha)
                 with torch.no_grad():
                     reference = synthesize(G, w_r)
-                size = loss_fn.loss_resolution
-                image = synthesize(tuned, w_r)
-                reg = locality_loss(downsample_to(image, size), downsample_to(reference, size), lpips)
+                reg = locality_loss(synthesize(tuned, w_r), reference, lpips, loss_fn.loss_resolution)
                 terms = {**terms, "locality": reg.detach()}
                 loss = loss + opts.tune_locality * reg.float().sum()
         scaler.scale(loss).backward()
