@@ -27,6 +27,7 @@ from stylegan3.sampling import synthesize, to_uint8
 
 PHOTO = SAMPLES / "images" / "london_021_neutral.jpg"
 NETWORK = FIXTURES / "sg2_64.pkl"
+DRIVING = SAMPLES / "images" / "grid_lrwp9a_frame010_openmouth.png"
 STEPS = 30  # W+ steps and tuning steps of the library tests
 ALPHA = 10.0  # locality radius for the 64 px fixture: its random latents lie 10-20 from the pivot (FFHQ's: PTI's 30)
 
@@ -55,7 +56,7 @@ def tuned(problem):
     runs = {
         locality: tune_generator(
             G, target, pivot, loss, TuningOptions("pti", STEPS, tune_locality=locality, tune_alpha=ALPHA)
-        )  # fmt: skip
+        )
         for locality in (0.1, 0.0)
     }
     return runs, before
@@ -170,9 +171,6 @@ def test_bad_tuning_settings_are_one_line_errors_before_any_work(tmp_path):
             proc = run_script(script, PHOTO, *extra, "--network", NETWORK, "tune=pti", bad, cache=tmp_path / "c")
             error_line(proc, named)
     assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()
-
-
-DRIVING = SAMPLES / "images" / "grid_lrwp9a_frame010_openmouth.png"
 
 
 @pytest.fixture(scope="module")
