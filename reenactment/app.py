@@ -12,6 +12,7 @@ sets, and the widget that shows it) per control. A new reenactment option is one
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -32,6 +33,7 @@ from inversion.encoder import InitOptions
 from inversion.inverter import InverterOptions
 from inversion.losses import LossOptions
 from inversion.precision import check_precision
+from inversion.tuning import TUNE_MODES, TuningOptions
 from stylegan3.config import ConfigError, get_value, inline, set_value
 from stylegan3.images import IMAGE_SUFFIXES
 from stylegan3.runtime import resolve_device, resolve_impl
@@ -67,6 +69,7 @@ class AppConfig:
     cache: bool = True  # cache source latents under $REENACT_CACHE/latents
     losses: LossOptions = inline(LossOptions)  # the sources' inversion loss: loss.*, loss_resolution, arcface, alexnet
     start: InitOptions = inline(InitOptions)  # init: mean, or encoder:DIR (made for the network; one network then)
+    tuning: TuningOptions = inline(TuningOptions)  # tune: the page's default (none or pti); tune_steps, tune_lr, ...
     examples: list[str] = field(default_factory=lambda: ["../shared/samples"])  # folders of example photos/clips
     work_dir: str | None = None  # per-request folders go here (None: a new folder in the system's temp dir)
 
@@ -86,6 +89,7 @@ class RunOptions:
     network: str = ""  # one of AppConfig.networks
     mapper: str = ""  # one of AppConfig.mappers
     steps: int = 1000  # inversion steps for the source
+    tune: str = "none"  # pti: tune the generator on the source once (cached), every frame rendered with it
     paste_back: bool = False  # the reenacted face back into the source photo
     concat: bool = False  # driving | source | result side by side
     show_landmarks: bool = False  # with concat: a last panel with the target landmarks the mapper is shown
@@ -132,6 +136,11 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "run", "steps", lambda gr, d, cfg: gr.Slider(1, cfg.max_steps, value=cfg.steps, step=1, label="Inversion steps")
     ),  # fmt: skip
+    Option(
+        "run",
+        "tune",
+        lambda gr, d, cfg: gr.Radio(list(TUNE_MODES), value=cfg.tuning.tune, label="Tune the generator (PTI, slower)"),
+    ),
     Option("driving", "smooth", lambda gr, d, cfg: gr.Checkbox(value=d, label="Smooth the driving landmarks")),
     Option("driving", "motion", lambda gr, d, cfg: gr.Radio(["relative", "absolute"], value=d, label="Motion")),
     Option("driving", "pose", lambda gr, d, cfg: gr.Radio(["driving", "source"], value=d, label="Head pose from")),
@@ -194,6 +203,7 @@ def check_config(cfg: AppConfig) -> None:
             raise ValueError(f"mapper not found: {name} has no mapper.json (a folder written by train_mapper.py)")
     if not 1 <= cfg.steps <= cfg.max_steps:
         raise ValueError(f"steps={cfg.steps} must be between 1 and max_steps={cfg.max_steps}")
+    cfg.tuning.check()
 
 
 @dataclass
@@ -209,6 +219,7 @@ class RunResult:
     missing: int  # driving frames without a face
     fps: float | None
     cached: bool  # the source latent came from the cache
+    tuned: str  # the generator: "none" (as loaded), "tuned" (PTI, this request) or "cached" (PTI, from the cache)
     untrained: bool
     timings: dict[str, float]  # seconds per stage
 
@@ -257,6 +268,8 @@ class Reenactment:
             raise ValueError(f"unknown mapper {options.mapper!r}: choose one of {self.cfg.mappers}")
         if not 1 <= options.steps <= self.cfg.max_steps:
             raise ValueError(f"inversion steps must be between 1 and {self.cfg.max_steps}, got {options.steps}")
+        if options.tune not in TUNE_MODES:
+            raise ValueError(f"tune must be one of {', '.join(TUNE_MODES)}, got {options.tune!r}")
         options.driving.check()
 
     def run(self, folder: Path, source: Path, driving: Path, options: RunOptions, progress: Progress) -> RunResult:
@@ -285,16 +298,19 @@ class Reenactment:
             timings["load"] = time.perf_counter() - start
             t = time.perf_counter()
             cfg = self.cfg
+            tuning = dataclasses.replace(cfg.tuning, tune=options.tune)
             settings = SourceInversion(
-                InverterOptions(steps=options.steps, precision=cfg.precision), cfg.losses, cfg.start
+                InverterOptions(steps=options.steps, precision=cfg.precision), cfg.losses, cfg.start, tuning
             )
             progress("inverting the source", 0, options.steps)
             src = prepare_source(
                 G, source, detector, settings, self.device, options.driving.tracking.tilt, cfg.cache,
                 lambda step, losses: progress("inverting the source", step + 1, options.steps),
+                tune_progress=lambda step, losses: progress("tuning the generator", step + 1, tuning.tune_steps),
             )  # fmt: skip
+            renderer = G if src.tuned_generator is None else src.tuned_generator
             with torch.no_grad():
-                inversion = to_uint8(synthesize(G, src.w_s[None].to(self.device)))[0]
+                inversion = to_uint8(synthesize(renderer, src.w_s[None].to(self.device)))[0]
             timings["invert"] = time.perf_counter() - t
             t = time.perf_counter()
             counts = {"tracked": 0, "written": 0}
@@ -326,6 +342,7 @@ class Reenactment:
             missing=result.missing,
             fps=result.fps,
             cached=src.cached,
+            tuned="none" if src.tuned_generator is None else ("cached" if src.tuned_cached else "tuned"),
             untrained=is_untrained(options.network) or is_untrained(options.mapper),
             timings=timings,
         )
@@ -365,6 +382,9 @@ def describe(result: RunResult, options: RunOptions) -> str:
                  "good landmarks).")  # fmt: skip
     source = "from the cache" if result.cached else f"inverted in {options.steps} steps"
     lines.append(f"Source latent {source}.")
+    if result.tuned != "none":
+        how = "from the cache" if result.tuned == "cached" else "tuned on the source (PTI)"
+        lines.append(f"Generator {how}: every frame is rendered with it.")
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
     lines.append(f"Timings: {stages}.")
     return "\n\n".join(lines)

@@ -2,7 +2,9 @@
 
 Source: detect, FFHQ-align, invert once into W+ (cached on disk, keyed by the image bytes, the generator's
 weights, the inversion settings and, with ``init=encoder:DIR``, the encoder's weights), render its landmark image
-L_s. Driving video, streamed twice: first the landmarks of every frame (frames without a face reuse the last good
+L_s. With ``tune=pti`` a copy of the generator is then tuned once on the source (``inversion.tuning``), cached
+beside the latent (keyed by the source, the generator, the latent and the tuning settings), and renders every
+frame. Driving video, streamed twice: first the landmarks of every frame (frames without a face reuse the last good
 landmarks), smoothed over time and carried into a steady aligned crop; then, in batches, landmark image L_d ->
 mapper -> ``w_s + f(L_d - L_s)`` -> generator -> H.264 at the driving fps with the driving audio. Only landmark
 coordinates are kept for the whole clip (70 x 2 floats per frame); frames and images live one batch at a time.
@@ -21,14 +23,16 @@ import numpy as np
 import torch
 from torch import nn
 
+import stylegan3
 from inversion.encoder import InitOptions, start_latents
 from inversion.inverter import InverterOptions, invert
 from inversion.losses import LossOptions
 from inversion.precision import autocast, check_precision
 from inversion.targets import to_tensor
+from inversion.tuning import TuningOptions, tune_generator
 from stylegan3.config import inline, to_dict
 from stylegan3.images import IMAGE_SUFFIXES, WRITE_SUFFIXES, read_image, write_image
-from stylegan3.io import atomic_write, cache_dir, network_fingerprint
+from stylegan3.io import atomic_folder, atomic_write, cache_dir, network_fingerprint
 from stylegan3.sampling import synthesize, to_uint8
 
 from .faces.align import Crop, crop_transform, face_crop, stabilize_crops, transform_points, warp_crop
@@ -48,6 +52,7 @@ class SourceInversion:
     options: InverterOptions = field(default_factory=InverterOptions)
     losses: LossOptions = inline(LossOptions)  # loss, loss_resolution, arcface, alexnet
     start: InitOptions = inline(InitOptions)  # init: mean (the thesis) or encoder:DIR
+    tuning: TuningOptions = inline(TuningOptions)  # tune=none|pti, tune_steps, tune_lr, tune_locality, tune_alpha
 
 
 @dataclass
@@ -70,7 +75,9 @@ class DrivingOptions:
 @dataclass
 class Source:
     """The inverted source: ``w_s`` [num_ws, w_dim], its aligned image and landmarks (aligned frame pixels);
-    for paste-back, the original photo and the 3x3 photo -> aligned transform."""
+    for paste-back, the original photo and the 3x3 photo -> aligned transform. With ``tune=pti``:
+    ``tuned_generator``, the generator tuned on this source (what renders its frames), and whether it came from
+    the cache (``tuned_cached``)."""
 
     w_s: torch.Tensor
     aligned: np.ndarray
@@ -78,6 +85,8 @@ class Source:
     cached: bool
     photo: np.ndarray | None = None
     transform: np.ndarray | None = None
+    tuned_generator: nn.Module | None = None
+    tuned_cached: bool = False
 
 
 def check_networks(G: nn.Module, mapper: nn.Module) -> None:
@@ -99,9 +108,23 @@ def source_cache_key(
     digest.update(network_fingerprint(G).encode())
     inversion = to_dict(settings)
     inversion.pop("init")
+    for key in to_dict(settings.tuning):  # tuning comes after the latent: the latent's key stays what it was
+        inversion.pop(key)
     if encoder is not None:
         inversion["encoder"] = network_fingerprint(encoder)
     digest.update(json.dumps({"inversion": inversion, "align": align}, sort_keys=True).encode())
+    return digest.hexdigest()[:32]
+
+
+def tuned_cache_key(image_bytes: bytes, G: nn.Module, w_s: torch.Tensor, settings: SourceInversion, align: dict) -> str:
+    """The cache key of a source's tuned generator: the image bytes, the original generator's weights, the pivot
+    latent (whatever gave it: the inversion or ``latent=``), the tuning and loss settings and the alignment."""
+    digest = hashlib.sha256(image_bytes)
+    digest.update(network_fingerprint(G).encode())
+    digest.update(w_s.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    tuning = {"tuning": to_dict(settings.tuning), "losses": to_dict(settings.losses), "align": align,
+              "precision": settings.options.precision}  # fmt: skip
+    digest.update(json.dumps(tuning, sort_keys=True).encode())
     return digest.hexdigest()[:32]
 
 
@@ -117,39 +140,60 @@ def prepare_source(
     latent: np.ndarray | None = None,
     face: str | int = "largest",
     report: Callable[[str], None] | None = None,
+    tune_progress: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
 ) -> Source:
     """Detect, align and invert the source photo (or load its latent from the cache, or take ``latent``,
     [num_ws, w_dim], as given). ``face``/``report``: which face of several, and where the note about it goes
-    (see ``LandmarkDetector.pick``)."""
+    (see ``LandmarkDetector.pick``). With ``settings.tuning.tune == "pti"`` also tune a copy of ``G`` on the
+    source (``tune_progress`` after each step), or load it from the cache: ``Source.tuned_generator``."""
+    settings.tuning.check()
     image, points, note = detector.read_face(path, face)
     if note and report:
         report(note)
     crop = face_crop(points, tilt)
     aligned, transform = warp_crop(image, crop, size=G.img_resolution)
     points_aligned = transform_points(transform, points.astype(np.float64))
+    align = {"backend": detector.backend, "tilt": tilt}
+    if parse_face(face):  # another face than the largest: another latent (the largest keeps the old keys)
+        align["face"] = parse_face(face)
+    image_bytes = Path(path).read_bytes()
+    target = to_tensor(aligned).to(device)
+    loss_fn = None
     if latent is not None:
         w_s = torch.as_tensor(np.asarray(latent, np.float32))
         if tuple(w_s.shape) != (G.num_ws, G.w_dim):
             raise ValueError(f"latent has shape {tuple(w_s.shape)}, the generator takes [{G.num_ws}, {G.w_dim}]")
-        return Source(w_s, aligned, points_aligned, False, image, transform)
-    align = {"backend": detector.backend, "tilt": tilt}
-    if parse_face(face):  # another face than the largest: another latent (the largest keeps the old keys)
-        align["face"] = parse_face(face)
-    encoder = settings.start.load(G)
-    key = source_cache_key(Path(path).read_bytes(), G, settings, align, encoder)
-    cache_file = cache_dir() / "latents" / f"{key}.npy"
-    if use_cache and cache_file.is_file():
-        return Source(torch.from_numpy(np.load(cache_file)), aligned, points_aligned, True, image, transform)
-    loss_fn = settings.losses.build(device)
-    target = to_tensor(aligned).to(device)
-    w_init = start_latents(encoder, target)
-    result = invert(G, target, loss_fn, settings.options, w_init=w_init, callback=progress)
-    w_s = result.w_plus[0].cpu()
+        cached = False
+    else:
+        encoder = settings.start.load(G)
+        key = source_cache_key(image_bytes, G, settings, align, encoder)
+        cache_file = cache_dir() / "latents" / f"{key}.npy"
+        cached = use_cache and cache_file.is_file()
+        if cached:
+            w_s = torch.from_numpy(np.load(cache_file))
+        else:
+            loss_fn = settings.losses.build(device)
+            w_init = start_latents(encoder, target)
+            result = invert(G, target, loss_fn, settings.options, w_init=w_init, callback=progress)
+            w_s = result.w_plus[0].cpu()
+            if use_cache:
+                buffer = io.BytesIO()
+                np.save(buffer, w_s.numpy())
+                atomic_write(cache_file, buffer.getvalue())
+    source = Source(w_s, aligned, points_aligned, cached, image, transform)
+    if not settings.tuning.enabled:
+        return source
+    folder = cache_dir() / "latents" / f"{tuned_cache_key(image_bytes, G, w_s, settings, align)}.generator"
+    if use_cache and (folder / stylegan3.io.CONFIG_FILE).is_file():
+        source.tuned_generator, source.tuned_cached = stylegan3.load(folder, device=device), True
+        return source
+    loss_fn = loss_fn or settings.losses.build(device)
+    tuned = tune_generator(G, target, w_s.to(device), loss_fn, settings.tuning, settings.options.precision,
+                           callback=tune_progress)  # fmt: skip
+    source.tuned_generator = tuned.generator
     if use_cache:
-        buffer = io.BytesIO()
-        np.save(buffer, w_s.numpy())
-        atomic_write(cache_file, buffer.getvalue())
-    return Source(w_s, aligned, points_aligned, False, image, transform)
+        atomic_folder(folder, lambda tmp: stylegan3.save(tuned.generator, tmp))
+    return source
 
 
 def is_image(path: str | Path) -> bool:
@@ -250,7 +294,8 @@ def track_driving(
 
 
 class Reenactor:
-    """Source latent + mapper + generator: driving landmarks -> reenacted frames, in batches."""
+    """Source latent + mapper + generator: driving landmarks -> reenacted frames, in batches. A source with a
+    ``tuned_generator`` (``tune=pti``) is rendered by that generator instead of ``G``."""
 
     def __init__(
         self, G: nn.Module, mapper: nn.Module, source: Source, device: torch.device, precision: str = "fp32"
@@ -258,7 +303,8 @@ class Reenactor:
         """``precision``: fp32 (default), bf16 or fp16: the generator under autocast (about half the memory and
         time per frame on a GPU; the latents and the mapper stay float32)."""
         check_precision(precision)
-        self.G, self.mapper, self.source, self.device = G, mapper.eval(), source, device
+        self.G = G if source.tuned_generator is None else source.tuned_generator  # tune=pti: the tuned one renders
+        self.mapper, self.source, self.device = mapper.eval(), source, device
         self.precision = precision
         settings = mapper.landmark_settings
         self.image_size, self.frame_size = settings["image_size"], settings["frame_size"]

@@ -5,12 +5,14 @@ python scripts/reenact.py source.png driving.mp4 -o out.mp4 --network stylegan3-
 python scripts/reenact.py source.png driving.mp4 -o out.mp4 --mapper runs/mapper --concat    # driving | source | result
 python scripts/reenact.py source.png driving.jpg -o out.png --mapper runs/mapper              # one driving image
 python scripts/reenact.py source.png driving.mp4 --mapper runs/mapper regions=lips motion_scale=1.5 save_track=t.npz
+python scripts/reenact.py source.png driving.mp4 -o out.mp4 --mapper runs/mapper tune=pti     # identity detail (PTI)
 
 The source is inverted once (``steps`` Adam steps, the thesis's loss) and its latent cached under
 $REENACT_CACHE/latents, keyed by the image, the network and the inversion settings; ``latent=FILE.npy`` uses a
 given W+ instead, ``init=encoder:DIR`` starts the inversion from an encoder (train_encoder.py) instead of the mean
-w (fewer ``steps`` then reach the same loss). Driving frames without a face reuse the last good landmarks (counted
-in the log).
+w (fewer ``steps`` then reach the same loss). ``tune=pti`` then tunes a copy of the generator on the source once
+(pivotal tuning, ``inversion.tuning``; cached beside the latent) and renders every frame with it. Driving frames
+without a face reuse the last good landmarks (counted in the log).
 
 The mapper is shown the driving face's motion put on the source's landmarks (``motion=relative``, from the
 ``reference`` frame, scaled to the source; ``pose``, ``motion_scale``, ``regions``), or the driving landmarks
@@ -32,6 +34,7 @@ from inversion.encoder import InitOptions
 from inversion.inverter import InverterOptions
 from inversion.losses import LossOptions
 from inversion.precision import check_precision
+from inversion.tuning import TuningOptions
 from reenactment.faces.landmarks import LandmarkDetector, NoFaceError
 from reenactment.model.mapper import load_mapper
 from reenactment.pipeline import (
@@ -71,6 +74,7 @@ class ReenactConfig:
     steps: int = 1000  # inversion steps for the source (thesis: 1000)
     start: InitOptions = inline(InitOptions)  # init: mean (the thesis) or encoder:DIR (train_encoder.py, this network)
     losses: LossOptions = inline(LossOptions)  # the source's inversion loss: loss.*, loss_resolution, arcface, alexnet
+    tuning: TuningOptions = inline(TuningOptions)  # tune=pti: tune the generator on the source once (tune_steps, ...)
     save_track: str | None = None  # also write the landmark track (source, driving, target, fps) to this .npz
     show_landmarks: bool = False  # with --concat: a last panel with the target landmarks the mapper is shown
 
@@ -82,6 +86,7 @@ def main(argv: list[str] | None = None) -> Path:
     start = time.time()
     try:
         cfg.driving_options.check()
+        cfg.tuning.check()
         check_precision(cfg.precision)
         check_driving(cfg.driving, cfg.output)  # before the models load and the source is inverted
         device = resolve_device(cfg.device)
@@ -91,7 +96,12 @@ def main(argv: list[str] | None = None) -> Path:
         mapper = load_mapper(cfg.mapper, device=device)
         check_networks(G, mapper)
         detector = LandmarkDetector(cfg.backend)
-        settings = SourceInversion(InverterOptions(steps=cfg.steps, precision=cfg.precision), cfg.losses, cfg.start)
+        settings = SourceInversion(
+            InverterOptions(steps=cfg.steps, precision=cfg.precision), cfg.losses, cfg.start, cfg.tuning
+        )
+        tune_bar = tqdm(
+            total=cfg.tuning.tune_steps, unit="step", desc="tune generator", leave=False, disable=not cfg.tuning.enabled
+        )
         if cfg.latent:
             latent = np.load(cfg.latent)
             source = prepare_source(
@@ -104,6 +114,7 @@ def main(argv: list[str] | None = None) -> Path:
                 latent=latent,
                 face=cfg.face,
                 report=tqdm.write,
+                tune_progress=lambda s, t: tune_bar.update(1),
             )
         else:
             bar = tqdm(total=cfg.steps, unit="step", desc="invert source", leave=False)
@@ -118,9 +129,14 @@ def main(argv: list[str] | None = None) -> Path:
                 lambda s, t: bar.update(1),
                 face=cfg.face,
                 report=tqdm.write,
+                tune_progress=lambda s, t: tune_bar.update(1),
             )
             bar.close()
             print("source latent: " + ("from the cache" if source.cached else f"inverted in {cfg.steps} steps"))
+        tune_bar.close()
+        if cfg.tuning.enabled:
+            tuned = "from the cache" if source.tuned_cached else f"tuned in {cfg.tuning.tune_steps} steps (PTI)"
+            print(f"tuned generator: {tuned}")
         reenactor = Reenactor(G, mapper, source, device, cfg.precision)
         tracked = tqdm(unit="frame", desc="landmarks", leave=False)
         written = tqdm(unit="frame", desc="reenact")

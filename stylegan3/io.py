@@ -227,6 +227,25 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None] | str | b
         raise
 
 
+def atomic_folder(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Write a whole folder at once: ``write(tmp)`` fills a hidden temporary folder beside ``path``
+    (``.<name>.<random>.partial``), which then takes the place of ``path`` (an older folder there is removed first).
+    A kill leaves the old folder or none at ``path``, never a partial one; a failure removes the temporary folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{AtomicFile.SUFFIX}")
+    try:
+        tmp.mkdir()
+        write(tmp)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
 def _download(url: str, target: Path, timeout: float = 30.0) -> None:
     """Download into an ``AtomicFile`` beside ``target``, so a killed download leaves nothing."""
     with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (fixed https URLs)

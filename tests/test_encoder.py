@@ -201,15 +201,17 @@ def test_source_cache_key_holds_the_encoder(G, trained, tmp_path):
     other = LatentEncoder(**read_encoder(trained)[0].init_kwargs)
     key_b = source_cache_key(b"img", G, with_encoder, align, other)
     assert len({mean, key_a, key_b}) == 3
-    # The mean start's key is the one from before init existed (cached latents stay valid).
+    # The mean start's key is the one from before init (and tune) existed (cached latents stay valid).
     import hashlib
 
+    from inversion.tuning import TuningOptions
     from stylegan3.config import to_dict
     from stylegan3.io import network_fingerprint
 
     digest = hashlib.sha256(b"img")
     digest.update(network_fingerprint(G).encode())
-    old = {k: v for k, v in to_dict(SourceInversion()).items() if k != "init"}
+    newer = {"init", *to_dict(TuningOptions())}
+    old = {k: v for k, v in to_dict(SourceInversion()).items() if k not in newer}
     digest.update(json.dumps({"inversion": old, "align": align}, sort_keys=True).encode())
     assert mean == digest.hexdigest()[:32]
 
