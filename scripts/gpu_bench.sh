@@ -12,7 +12,7 @@
 # reenactment bench makes its clip and landmarks on the fly: no dlib model); it writes under LOGS and out/gpu_bench
 # (and copies the logs to $OUT/bench when OUT is set, as on the device machine). The most important figures come
 # first. Each step has its own time limit, sized from the image-steps it runs (see LIMITS below), and the limits add
-# up to 560 s, under the device's 600 s per command; a step that overruns costs its own row, not the others. For a
+# up to 590 s, under the device's 600 s per command; a step that overruns costs its own row, not the others. For a
 # second try within a 15-minute loan, SKIP the steps whose logs came back.
 set -u
 cd "$(dirname "$0")/.."
@@ -84,7 +84,7 @@ run() {  # run NAME SECONDS COMMAND...: one step, its log in $LOGS/gpu_NAME.log 
 if [ "$SMOKE" = 1 ]; then  # every command, at a size the CPU finishes in seconds
     WDIM=64 PLAN_SIZE=(--resolution 32 --w-dim 64 --channel-max 16) STEPS=(--steps 1 --warmup 1) FRAMES=4 MAPPER=128
     DSTEPS=2 LPIPS_AT=0 CH=16 BATCHES=1,2 BATCH32=2  # LPIPS at full resolution: AlexNet needs 32 px or more
-    L_INV=300 L_INV32=300 L_GEN=300 L_TRI=300 L_REEN=300 L_EST=300 L_DATA=300 L_RERUN=300 L_COMP=600
+    L_INV=300 L_INV32=300 L_GEN=300 L_TRI=300 L_REEN=300 L_EST=300 L_DATA=300 L_RERUN=300 L_MAP=300 L_COMP=600
     # The Triton kernels run on the CPU under Triton's interpreter (slow: forward+backward only, batch 2).
     TRITON=(env TRITON_INTERPRET=1) TRI_ARGS=(--batch 2 --passes fwdbwd)
 else
@@ -100,8 +100,9 @@ else
     #  reenact bf16: 75 frames x 2 generator passes (stage + end to end) at batch 8 + mapper at 580 px: 60 s
     #  invert_dataset at 256 px: estimate (2 timed calls) 40 s, 2 videos x 3 frames x 20/10 steps 45 s, rerun 25 s
     #  compiled generator: the compile of forward and backward at 1024 (~1 min on the CPU at 16 px) + passes: 75 s
-    #  sum: 90 + 45 + 100 + 80 + 60 + 40 + 45 + 25 + 75 = 560 s
-    L_INV=90 L_INV32=45 L_GEN=100 L_TRI=80 L_REEN=60 L_EST=40 L_DATA=45 L_RERUN=25 L_COMP=75
+    #  train_mapper.py under torchrun, one process, one epoch of the smoke network on those 6 frames: 30 s
+    #  sum: 90 + 45 + 100 + 80 + 60 + 40 + 45 + 25 + 30 + 75 = 590 s
+    L_INV=90 L_INV32=45 L_GEN=100 L_TRI=80 L_REEN=60 L_EST=40 L_DATA=45 L_RERUN=25 L_MAP=30 L_COMP=75
     TRITON=() TRI_ARGS=(--batch 8)
 fi
 PLAN=(--config r "${PLAN_SIZE[@]}" --device "$DEVICE")
@@ -118,17 +119,22 @@ run generator_triton "$L_TRI" "${TRITON[@]}" "$PYTHON" -m scripts.bench_generato
     --impls fast,triton --precision bf16 "${TRI_ARGS[@]}"
 run reenact_bf16 "$L_REEN" "$PYTHON" -m scripts.bench_reenact "${PLAN[@]}" --mapper-size "$MAPPER" --thesis-mapper \
     --precision bf16 driving=synthetic landmarks=synthetic frames="$FRAMES"
-# 3. A smoke run of the real command: a random-weights generator folder, two synthetic clips, invert_dataset.py
-#    with bf16, one pass per batch and the batched warm start, then a rerun that must find everything done.
+# 3. A smoke run of the real commands: a random-weights generator folder, two synthetic clips, invert_dataset.py
+#    with bf16, one pass per batch and the batched warm start, then a rerun that must find everything done, then
+#    train_mapper.py under torchrun on its latents.
 DRES=$([ "$SMOKE" = 1 ] && echo 16 || echo 256)
 "$PYTHON" -c "import stylegan3; from stylegan3.bench import build_plan; stylegan3.save(build_plan('r', $DRES, $WDIM, $CH), '$WORK/G')" \
-    && "$PYTHON" -m scripts.latent_clips --network "$WORK/G" --out "$WORK/clips" videos=2 frames=3 >/dev/null
+    && "$PYTHON" -m scripts.latent_clips --network "$WORK/G" --out "$WORK/clips" videos=2 frames=3 landmarks=true >/dev/null
 DATASET=("$PYTHON" -m scripts.invert_dataset --input "$WORK/clips/manifest.jsonl" --network "$WORK/G" --device "$DEVICE"
     loss.lpips=0 loss.id=0 precision=bf16 joint_pass=true batch_size=2 warm_start=sequential steps="$DSTEPS"
     warm_steps="$((DSTEPS / 2))")
 run invert_dataset_estimate "$L_EST" "${DATASET[@]}" --out "$WORK/latents" estimate=true estimate_steps=2
 run invert_dataset "$L_DATA" "${DATASET[@]}" --out "$WORK/latents" fresh=true
 run invert_dataset_rerun "$L_RERUN" "${DATASET[@]}" --out "$WORK/latents"
+# The mapper's trainer under torchrun (NCCL on CUDA) on those latents and the clips' synthetic landmarks.
+run train_mapper_torchrun "$L_MAP" "$PYTHON" -m torch.distributed.run --nproc_per_node=1 --standalone \
+    -m scripts.train_mapper --config configs/train_mapper_smoke.yaml manifest="$WORK/clips/manifest.jsonl" \
+    latents="$WORK/latents" out="$WORK/mapper" epochs=1 device="$DEVICE" frame_size="$DRES"
 # 4. Last: the compiled generator (its compile time is the least predictable).
 run generator_bf16_compile "$L_COMP" "$PYTHON" -m scripts.bench_generator "${PLAN[@]}" --warmup 1 \
     --repeats 3 --impls fast --precision bf16 --compile

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 import stylegan3
+from reenactment.faces.synthetic import SyntheticFaces
 from stylegan3 import WeightsFileError, WeightsNotFoundError
 from stylegan3.config import exit_with_error, parse_cli
 from stylegan3.images import write_image
@@ -31,6 +32,8 @@ class LatentClipsConfig:
     first_seed: int = 2000000  # video v walks from seed first_seed + 2v towards first_seed + 2v + 1
     step: float = 0.05  # share of the way between the two latents from one frame to the next
     impl: str = "auto"  # generator ops (runs on the CPU: auto is fast)
+    landmarks: bool = False  # also a synthetic moving mean face per frame, an identity per clip and its first frame as
+    # the source: a manifest train_mapper.py takes (with invert_dataset.py's latents), no detector model needed
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -41,6 +44,7 @@ def main(argv: list[str] | None = None) -> Path:
     except (WeightsNotFoundError, WeightsFileError, OSError, ValueError) as err:
         exit_with_error(err)
     out = Path(cfg.out)
+    faces = SyntheticFaces((G.img_resolution, G.img_resolution), cfg.frames) if cfg.landmarks else None
     lines = []
     for v in range(cfg.videos):
         seeds = [cfg.first_seed + 2 * v, cfg.first_seed + 2 * v + 1]
@@ -51,7 +55,12 @@ def main(argv: list[str] | None = None) -> Path:
         for t, image in enumerate(images):
             name = f"frames/video{v}/{t:06d}.png"
             write_image(out / name, image)
-            lines.append(json.dumps({"video": f"video{v}", "frame": t, "image": name}) + "\n")
+            record = {"video": f"video{v}", "frame": t, "image": name}
+            if faces is not None:
+                points = faces.tracks[t % len(faces.tracks)]
+                landmarks = points.astype(float).round(3).tolist()
+                record |= {"identity": f"video{v}", "landmarks": landmarks, "is_source": t == 0}
+            lines.append(json.dumps(record) + "\n")
     atomic_write(out / "manifest.jsonl", "".join(lines))
     print(f"wrote {cfg.videos} clips of {cfg.frames} frames to {out}")
     return out

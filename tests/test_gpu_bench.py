@@ -37,6 +37,7 @@ def test_smoke_run_of_every_step(tmp_path):
     assert "fwdbwd triton/fast: time" in read["generator_triton"]  # the Triton kernels ran (interpreted here)
     assert "device-hours in all" in read["invert_dataset_estimate"]
     assert "all 2 shards done" in read["invert_dataset"]
+    assert "on 1 process(es)" in read["train_mapper_torchrun"] and "epoch 1/1: train" in read["train_mapper_torchrun"]
     assert not list((tmp_path / "w").glob("latents/*.tmp"))
     compile_line = [line for line in SCRIPT.read_text().splitlines() if "--compile" in line]
     assert compile_line, "the compiled step is still in the script"
