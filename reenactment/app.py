@@ -36,7 +36,7 @@ from inversion.precision import check_precision
 from inversion.tuning import TUNE_MODES, TuningOptions
 from stylegan3.config import ConfigError, get_value, inline, set_value
 from stylegan3.images import IMAGE_SUFFIXES
-from stylegan3.runtime import resolve_device, resolve_impl
+from stylegan3.runtime import DistEnv, init_distributed, resolve_device, resolve_impl
 from stylegan3.sampling import synthesize, to_uint8
 
 from .faces.landmarks import LandmarkDetector, NoFaceError
@@ -234,6 +234,7 @@ class Reenactment:
         self.cfg = cfg
         self.work_dir = work_dir
         self.device = resolve_device(cfg.device)
+        init_distributed(self.device, DistEnv())  # as reenact.py: cuDNN's benchmark mode on CUDA (no process group)
         self.impl = resolve_impl(cfg.impl, self.device)  # a bad value fails at start, not on the first request
         check_precision(cfg.precision)
         self._networks: OrderedDict[tuple[str, str], nn.Module] = OrderedDict()

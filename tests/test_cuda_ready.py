@@ -182,3 +182,14 @@ def test_compiled_inversion_never_runs_the_compiled_network_without_grad(monkeyp
     target = torch.rand(2, 3, 16, 16) * 2 - 1
     result = invert(G, target, loss, InverterOptions(steps=3, compile=True, joint_pass=True))
     assert grad_modes == [True] * 3 and result.w_plus.shape == (2, G.num_ws, G.w_dim)
+
+
+def test_the_page_sets_up_its_device_as_reenact_does(monkeypatch, tmp_path):
+    # The web page used to skip init_distributed: on CUDA no cuDNN benchmark mode, unlike reenact.py.
+    from reenactment import app
+    from reenactment.app import AppConfig, Reenactment
+
+    calls = []
+    monkeypatch.setattr(app, "init_distributed", lambda device, env: calls.append((device, env.world)))
+    Reenactment(AppConfig(network=["g"], mapper=["m"], device="cpu"), tmp_path)
+    assert calls == [(torch.device("cpu"), 1)]
