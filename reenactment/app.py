@@ -269,8 +269,7 @@ class Reenactment:
             raise ValueError(f"unknown mapper {options.mapper!r}: choose one of {self.cfg.mappers}")
         if not 1 <= options.steps <= self.cfg.max_steps:
             raise ValueError(f"inversion steps must be between 1 and {self.cfg.max_steps}, got {options.steps}")
-        if options.tune not in TUNE_MODES:
-            raise ValueError(f"tune must be one of {', '.join(TUNE_MODES)}, got {options.tune!r}")
+        dataclasses.replace(self.cfg.tuning, tune=options.tune).check()
         options.driving.check()
 
     def run(self, folder: Path, source: Path, driving: Path, options: RunOptions, progress: Progress) -> RunResult:
@@ -309,9 +308,8 @@ class Reenactment:
                 lambda step, losses: progress("inverting the source", step + 1, options.steps),
                 tune_progress=lambda step, losses: progress("tuning the generator", step + 1, tuning.tune_steps),
             )  # fmt: skip
-            renderer = G if src.tuned_generator is None else src.tuned_generator
             with torch.no_grad():
-                inversion = to_uint8(synthesize(renderer, src.w_s[None].to(self.device)))[0]
+                inversion = to_uint8(synthesize(src.renderer(G), src.w_s[None].to(self.device)))[0]
             timings["invert"] = time.perf_counter() - t
             t = time.perf_counter()
             counts = {"tracked": 0, "written": 0}

@@ -88,6 +88,10 @@ class Source:
     tuned_generator: nn.Module | None = None
     tuned_cached: bool = False
 
+    def renderer(self, G: nn.Module) -> nn.Module:
+        """The generator that renders this source's frames: the tuned one (``tune=pti``), else ``G``."""
+        return G if self.tuned_generator is None else self.tuned_generator
+
 
 def check_networks(G: nn.Module, mapper: nn.Module) -> None:
     """Raise ``ValueError`` unless the mapper predicts the latents the generator takes ([num_ws, w_dim])."""
@@ -303,7 +307,7 @@ class Reenactor:
         """``precision``: fp32 (default), bf16 or fp16: the generator under autocast (about half the memory and
         time per frame on a GPU; the latents and the mapper stay float32)."""
         check_precision(precision)
-        self.G = G if source.tuned_generator is None else source.tuned_generator  # tune=pti: the tuned one renders
+        self.G = source.renderer(G)  # tune=pti: the tuned generator
         self.mapper, self.source, self.device = mapper.eval(), source, device
         self.precision = precision
         settings = mapper.landmark_settings
