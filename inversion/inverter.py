@@ -98,6 +98,11 @@ def invert(
     n = targets.shape[0]
     if targets.ndim != 4 or targets.shape[-1] != G.img_resolution or targets.shape[-2] != G.img_resolution:
         raise ValueError(f"targets must be [N, 3, {G.img_resolution}, {G.img_resolution}], got {tuple(targets.shape)}")
+    if loss_fn.weights.delta_reg and not G.delta_reg_applies:
+        raise ValueError(
+            f"loss.delta_reg={loss_fn.weights.delta_reg} has no meaning for this generator ({G.architecture}: its W+ "
+            "rows are not per-layer styles); set loss.delta_reg=0"
+        )
     start = G.mean_w() if w_init is None else w_init
     start = start.to(device=device, dtype=torch.float32)
     if start.ndim == 2:

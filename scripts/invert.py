@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> Path:
         init_distributed(device, DistEnv())  # the current CUDA device, cuDNN's benchmark mode
         G = stylegan3.load(cfg.network, device=device)
         G.set_impl(resolve_impl(cfg.impl, device))
-        target = load_target(cfg.image, G.img_resolution, cfg.align, cfg.backend, cfg.face, report=print)
+        target = load_target(
+            cfg.image, G.img_resolution, cfg.align, cfg.backend, cfg.face, report=print, framing=G.framing
+        )
         loss_fn = cfg.losses.build(device)
         options = cfg.inverter.resolved(device)  # joint_pass: auto -> true on CUDA
         encoder = cfg.start.load(G, cfg.network)

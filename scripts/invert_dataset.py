@@ -100,6 +100,19 @@ def result_settings(cfg: InvertDatasetConfig, device: torch.device) -> dict:
     return settings
 
 
+def check_framing(source: str, G: torch.nn.Module) -> None:
+    """A ValueError when ``source`` (a manifest.jsonl) was prepared with another face crop than ``G`` draws faces
+    in (``prepare_options.json`` beside it; folders prepared before the key existed used FFHQ's)."""
+    stamp = Path(source).parent / "prepare_options.json"
+    if Path(source).is_file() and stamp.is_file():
+        framing = json.loads(stamp.read_text()).get("framing", "ffhq")
+        if framing != G.framing.name:
+            raise ValueError(
+                f"{source} was prepared with framing={framing}, but the generator draws faces in the "
+                f"{G.framing.name} framing: prepare it again with framing={G.framing.name}"
+            )
+
+
 def main(argv: list[str] | None = None) -> Path:
     cfg = parse_cli(InvertDatasetConfig, argv, __doc__)
     if not cfg.input:
@@ -119,6 +132,7 @@ def main(argv: list[str] | None = None) -> Path:
             check_run(out, record)  # every rank reads the same file: all refuse together
         G = stylegan3.load(cfg.network, device=device)
         G.set_impl(resolve_impl(cfg.impl, device))
+        check_framing(cfg.input, G)
         loss_fn = cfg.losses.build(device)
         encoder = cfg.start.load(G, cfg.network)
     except (OSError, ValueError) as err:

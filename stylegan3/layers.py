@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .framing import FFHQ, Framing
 from .ops import bias_act, normalize_2nd_moment
 
 IMPLS = ("fast", "reference", "triton")  # the ops implementations a generator can run (GeneratorMixin.set_impl)
@@ -117,6 +118,9 @@ class MappingNetwork(nn.Module):
 
 class GeneratorMixin:
     """What the StyleGAN2 and StyleGAN3 generators share besides their synthesis networks."""
+
+    framing: Framing = FFHQ  # NVIDIA's FFHQ networks draw faces in FFHQ's crop
+    delta_reg_applies = True  # W+ rows are per-layer styles: the thesis's delta-regulariser keeps them near one w
 
     def _store_init_args(
         self,
