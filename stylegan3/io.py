@@ -462,6 +462,7 @@ def load(source: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Mo
     else:
         names = ", ".join(sorted([*KNOWN_MODELS, *PACKAGED_MODELS]))
         raise WeightsNotFoundError(
-            f"generator '{text}' not found: give a .pkl file, a folder with {CONFIG_FILE}, or a known model name ({names})"
+            f"generator '{text}' not found: give a .pkl file, a folder with {CONFIG_FILE}, "
+            f"or a known model name ({names})"
         )
     return G.to(device).eval().requires_grad_(False)

@@ -51,7 +51,8 @@ def face_crop(points: np.ndarray, tilt: str = "eyes", framing: str | Framing = F
     """A generator's oriented crop from landmarks ([>=60, 2] pixels: eyes 36-47 and mouth corners 48, 54).
 
     Size and centre are FFHQ's, scaled and moved by ``framing`` (``stylegan3.framing``; a generator's
-    ``G.framing``: FFHQ's for StyleGAN, DigiFace's tight crop for ``digiface-dcgan-64``). ``tilt="ffhq"`` also takes FFHQ's angle, a blend of the eye line and the normal
+    ``G.framing``: FFHQ's for StyleGAN, DigiFace's tight crop for ``digiface-dcgan-64``).
+    ``tilt="ffhq"`` also takes FFHQ's angle, a blend of the eye line and the normal
     of the eye-to-mouth line, which leaves the eyes up to about a degree off level on a lopsided smile
     (1.1 degrees on london_062_smiling); ``tilt="eyes"`` (default) levels the eye line exactly.
     """
