@@ -46,7 +46,7 @@ from inversion.dataset import (
 )
 from inversion.encoder import InitOptions
 from inversion.estimate import estimate_run
-from inversion.inverter import InverterOptions, resolve_joint_pass
+from inversion.inverter import InverterOptions, check_loss_applies, resolve_joint_pass
 from inversion.losses import LossOptions
 from stylegan3.config import inline, parse_cli, save_config, to_dict
 from stylegan3.images import write_image
@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> Path:
         G = stylegan3.load(cfg.network, device=device)
         G.set_impl(resolve_impl(cfg.impl, device))
         check_framing(cfg.input, G)
+        check_loss_applies(G, cfg.losses.loss)
         loss_fn = cfg.losses.build(device)
         encoder = cfg.start.load(G, cfg.network)
     except (OSError, ValueError) as err:

@@ -433,7 +433,7 @@ def load_packaged_model(name: str, path: str | os.PathLike | None = None) -> nn.
     state = data.get(model.state_key) if isinstance(data, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsFileError(path, f"no state dict of tensors under '{model.state_key}'")
-    G = build(model.architecture, model.init_kwargs)
+    G = build(model.architecture, model.init_kwargs).eval()  # BatchNorm's running statistics, as trained
     state = networks_dcgan.import_tutorial_state(G, state)
     load_state_strict(G, state, str(path))
     for key, value in state.items():

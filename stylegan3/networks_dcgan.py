@@ -170,6 +170,8 @@ class Generator(nn.Module):
         key = (n, seed, tuple((p.data_ptr(), p._version) for p in params))
         cache = self.__dict__.setdefault("_mean_w_cache", {})
         if key not in cache:
+            training = self.mapping.training
+            self.mapping.eval()  # BatchNorm with its running statistics (train mode would also update them)
             device = self.mapping.w_avg.device
             z = np.random.RandomState(seed).randn(n, self.z_dim).astype(np.float32)
             total = torch.zeros([self.num_ws, self.w_dim], dtype=torch.float64, device=device)
@@ -177,6 +179,7 @@ class Generator(nn.Module):
                 for start in range(0, n, batch_size):
                     zb = torch.from_numpy(z[start : start + batch_size]).to(device)
                     total += self.mapping(zb).to(torch.float64).sum(dim=0)
+            self.mapping.train(training)
             cache.clear()
             cache[key] = (total / n).to(torch.float32)
         return cache[key].clone()
