@@ -50,7 +50,9 @@ def test_wheel_state_dict_loads_strictly_every_key_and_shape(G):
         ours = f"mapping.net.{key[5:]}" if i < 3 else f"synthesis.net.{i - 3}.{key.split('.', 2)[2]}"
         assert own[ours].shape == value.shape and torch.equal(own[ours], value), key
     # One key short, or one shape off: refused by name.
-    for broken in ({k: v for k, v in state.items() if k != "main.4.weight"}, {**state, "main.0.weight": state["main.0.weight"][:, :256]}):  # fmt: skip
+    short = {k: v for k, v in state.items() if k != "main.4.weight"}
+    narrow = {**state, "main.0.weight": state["main.0.weight"][:, :256]}
+    for broken in (short, narrow):
         with pytest.raises(sio.WeightsFileError, match="main|mapping.net.0.weight|synthesis.net.1.weight"):
             sio.load_state_strict(G, sio.networks_dcgan.import_tutorial_state(G, broken), "wheel")
 
