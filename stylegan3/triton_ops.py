@@ -26,6 +26,7 @@ this module), which is how the tests check them against :func:`stylegan3.ops.fil
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -243,8 +244,14 @@ def _separable_terms(fd: torch.Tensor | None) -> tuple[list[np.ndarray], list[np
     return [u[:, r] * math.sqrt(s[r]) for r in keep], [vt[r] * math.sqrt(s[r]) for r in keep]
 
 
+def _round_tf32(m: np.ndarray) -> np.ndarray:
+    """``m`` in float32, rounded to the nearest tf32 as the kernels round their data operands (:func:`_operand`)."""
+    bits = np.ascontiguousarray(m, dtype=np.float32).view(np.int32)
+    return ((bits + 0x1000) & -0x2000).view(np.float32)
+
+
 @functools.lru_cache(maxsize=256)
-def _plan(h, w, up, down, padding, fu_key, fd_key, device, budget):
+def _plan(h, w, up, down, padding, fu_key, fd_key, device, budget, tf32=False):
     fu = np.ones(1) if fu_key is None else np.asarray(fu_key[1], dtype=np.float64)
     fd = None if fd_key is None else torch.tensor(fd_key[1], dtype=torch.float64).reshape(fd_key[0])
     fys, fxs = _separable_terms(fd)
@@ -263,7 +270,8 @@ def _plan(h, w, up, down, padding, fu_key, fd_key, device, budget):
         return None
 
     def tensor(m):
-        return torch.as_tensor(np.ascontiguousarray(m), dtype=torch.float32, device=device)
+        m = _round_tf32(m) if tf32 else np.ascontiguousarray(m)
+        return torch.as_tensor(m, dtype=torch.float32, device=device)
 
     (fy, fx), (gy, gx) = f, g
     return {
@@ -288,13 +296,16 @@ def _plan(h, w, up, down, padding, fu_key, fd_key, device, budget):
 def _filter_key(f: torch.Tensor | None):
     """The filter's shape and values as a hashable plan key, read from the device once per filter tensor and kept
     on it (a layer's buffers are the same tensors every call: no host copy, so no CUDA sync, per forward); an
-    in-place change of the filter (its version counter) reads it again."""
+    in-place change of the filter (its version counter) reads it again. Inference tensors (a generator built or
+    moved under ``torch.inference_mode``) have no version counter: theirs is read once (the layers design their
+    filters at construction and never change them in place)."""
     if f is None:
         return None
+    version = None if f.is_inference() else f._version
     cached = getattr(f, "_triton_filter_key", None)
-    if cached is None or cached[0] != f._version:
+    if cached is None or cached[0] != version:
         values = f.detach().to("cpu", torch.float64).reshape(-1).tolist()
-        cached = (f._version, (tuple(f.shape), tuple(values)))
+        cached = (version, (tuple(f.shape), tuple(values)))
         f._triton_filter_key = cached
     return cached[1]
 
@@ -303,7 +314,8 @@ def plan_for(x_shape, fu, fd, up, down, padding, device, dtype=torch.float32):
     """The tilings and matrices of one layer shape and input dtype (cached), or None when no tiling fits."""
     h, w = int(x_shape[-2]), int(x_shape[-1])
     fu_key, fd_key = _filter_key(fu), _filter_key(fd)
-    return _plan(h, w, up, down, tuple(padding), fu_key, fd_key, device, _tile_budget(dtype))
+    tf32 = _precision(dtype) == "tf32"
+    return _plan(h, w, up, down, tuple(padding), fu_key, fd_key, device, _tile_budget(dtype), tf32)
 
 
 # ----------------------------------------------------------------------------------------
@@ -316,8 +328,18 @@ if triton is not None:
         return tl.load(ptr + tl.arange(0, ROWS)[:, None] * COLS + tl.arange(0, COLS)[None, :])
 
     @triton.jit
+    def _operand(v, PREC: tl.constexpr):
+        """``v`` as a ``tl.dot`` operand: for ``tf32`` products rounded to the nearest tf32 (10-bit mantissa, ties
+        away from zero), since the GPU's tf32 products truncate their float32 operands (no ``cvt.rna.tf32.f32`` in the
+        PTX): a bias towards zero of about 2**-11 of every operand, which compounds over the layers."""
+        if PREC == "tf32":
+            v = ((v.to(tl.int32, bitcast=True) + 0x1000) & -0x2000).to(tl.float32, bitcast=True)
+        return v
+
+    @triton.jit
     def _left(m, v, P: tl.constexpr, M: tl.constexpr, K: tl.constexpr, N: tl.constexpr, PREC: tl.constexpr):
         """``m @ v[p]`` for every plane p; m: [M, K], v: [P, K, N] -> [P, M, N]."""
+        v = _operand(v, PREC)
         if P == 1:
             out = tl.reshape(tl.dot(m, tl.reshape(v, [K, N]), input_precision=PREC), [1, M, N])
         else:
@@ -327,6 +349,7 @@ if triton is not None:
     @triton.jit
     def _right(v, m, P: tl.constexpr, M: tl.constexpr, K: tl.constexpr, N: tl.constexpr, PREC: tl.constexpr):
         """``v[p] @ m`` for every plane p; v: [P, M, K], m: [K, N] -> [P, M, N]."""
+        v = _operand(v, PREC)
         if P == 1:
             out = tl.reshape(tl.dot(tl.reshape(v, [M, K]), m, input_precision=PREC), [1, M, N])
         else:
@@ -444,6 +467,13 @@ def _planes_per_program(planes: int, tile: int) -> int:
     return p
 
 
+def _device_guard(device: torch.device) -> contextlib.AbstractContextManager:
+    """Triton launches on the calling thread's current CUDA device and stream, whatever its tensors' device: make
+    that the tensors' (``generate.py device=cuda:1`` never sets the current device; Gradio's worker threads start
+    on device 0)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def _forward(x, b, plan, gain, slope, clamp):
     n, c, h, w = x.shape
     fy, fx = plan["fy"], plan["fx"]
@@ -451,16 +481,17 @@ def _forward(x, b, plan, gain, slope, clamp):
     (boy, bay, biy), (box, bax, bix) = fy["blocks"], fx["blocks"]
     p = _planes_per_program(n * c, max(bay * bax, bay * bix))
     grid = (triton.cdiv(n * c, p), fy["tiles"], fx["tiles"])
-    _fwd_kernel[grid](
-        x, x if b is None else b, y,
-        plan["f_uy"], plan["f_uxt"], plan["f_dy"], plan["f_dxt"],
-        n * c, c, h, w, y.shape[2], y.shape[3],
-        fy["in0"], fy["in_step"], fx["in0"], fx["in_step"], fy["tile"], fx["tile"],
-        float(gain), float(slope), 0.0 if clamp is None else float(clamp),
-        HAS_BIAS=b is not None, HAS_CLAMP=clamp is not None, R=plan["R"], P=p,
-        BOY=boy, BAY=bay, BIY=biy, BOX=box, BAX=bax, BIX=bix,
-        PREC=_precision(x.dtype), num_warps=_warps(max(bay * bax, bay * bix, biy * bix)),
-    )  # fmt: skip
+    with _device_guard(x.device):
+        _fwd_kernel[grid](
+            x, x if b is None else b, y,
+            plan["f_uy"], plan["f_uxt"], plan["f_dy"], plan["f_dxt"],
+            n * c, c, h, w, y.shape[2], y.shape[3],
+            fy["in0"], fy["in_step"], fx["in0"], fx["in_step"], fy["tile"], fx["tile"],
+            float(gain), float(slope), 0.0 if clamp is None else float(clamp),
+            HAS_BIAS=b is not None, HAS_CLAMP=clamp is not None, R=plan["R"], P=p,
+            BOY=boy, BAY=bay, BIY=biy, BOX=box, BAX=bax, BIX=bix,
+            PREC=_precision(x.dtype), num_warps=_warps(max(bay * bax, bay * bix, biy * bix)),
+        )  # fmt: skip
     return y
 
 
@@ -471,17 +502,18 @@ def _backward(x, b, gy, plan, gain, slope, clamp):
     (bgy, bby, biy, boy), (bgx, bbx, bix, box) = py["blocks"], px["blocks"]
     p = _planes_per_program(n * c, max(bby * bbx, bby * bix, bby * box))
     grid = (triton.cdiv(n * c, p), py["tiles"], px["tiles"])
-    _bwd_kernel[grid](
-        x, x if b is None else b, gy, gx,
-        plan["b_uy"], plan["b_uxt"], plan["b_dty"], plan["b_dtxt"], plan["b_uty"], plan["b_utxt"],
-        n * c, c, h, w, gy.shape[2], gy.shape[3],
-        py["in0"], py["in_step"], px["in0"], px["in_step"], py["gy0"], py["gy_step"], px["gy0"], px["gy_step"],
-        py["tile"], px["tile"],
-        float(gain), float(slope), 0.0 if clamp is None else float(clamp),
-        HAS_BIAS=b is not None, HAS_CLAMP=clamp is not None, R=plan["R"], P=p,
-        BGY=bgy, BBY=bby, BIY=biy, BOY=boy, BGX=bgx, BBX=bbx, BIX=bix, BOX=box,
-        PREC=_precision(x.dtype), num_warps=_warps(max(bby * bbx, bby * bix, biy * bix, bby * box)),
-    )  # fmt: skip
+    with _device_guard(x.device):
+        _bwd_kernel[grid](
+            x, x if b is None else b, gy, gx,
+            plan["b_uy"], plan["b_uxt"], plan["b_dty"], plan["b_dtxt"], plan["b_uty"], plan["b_utxt"],
+            n * c, c, h, w, gy.shape[2], gy.shape[3],
+            py["in0"], py["in_step"], px["in0"], px["in_step"], py["gy0"], py["gy_step"], px["gy0"], px["gy_step"],
+            py["tile"], px["tile"],
+            float(gain), float(slope), 0.0 if clamp is None else float(clamp),
+            HAS_BIAS=b is not None, HAS_CLAMP=clamp is not None, R=plan["R"], P=p,
+            BGY=bgy, BBY=bby, BIY=biy, BOY=boy, BGX=bgx, BBX=bbx, BIX=bix, BOX=box,
+            PREC=_precision(x.dtype), num_warps=_warps(max(bby * bbx, bby * bix, biy * bix, bby * box)),
+        )  # fmt: skip
     return gx
 
 
