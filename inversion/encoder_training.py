@@ -164,7 +164,7 @@ class EncoderTrainer:
         self.device = resolve_device(cfg.device)
         self.G = (G if G is not None else stylegan3.load(cfg.network, device=self.device)).to(self.device)
         if G is None or cfg.impl != "auto":  # a generator passed in keeps its ops unless impl is named
-            self.G.set_impl(resolve_impl(cfg.impl, self.device))
+            self.G.set_impl(resolve_impl(cfg.impl, self.device, self.G))
         self.G.eval().requires_grad_(False)
         self.generator = generator_record(self.G, cfg.network)
         torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed alone

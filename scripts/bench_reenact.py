@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.manual_seed(0)
     G = build_plan(args.plan, args.resolution, args.w_dim, args.channel_max).to(device)
-    G.set_impl(resolve_impl(args.impl, device))
+    G.set_impl(resolve_impl(args.impl, device, G))
     G = compiled_synthesis(G) if args.compile else G
     channels = (16, 32, 64, 128, 256, 512, 512, 512) if args.thesis_mapper else (8, 8, 16, 16, 32, 32, 32, 32)
     mapper = MappingNetwork(args.mapper_size, G.num_ws, args.w_dim, channels).to(device).eval()

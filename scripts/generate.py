@@ -38,7 +38,7 @@ class GenerateConfig:
 
 def load_generator(cfg: GenerateConfig) -> torch.nn.Module:
     G = _build_generator(cfg)
-    G.set_impl(resolve_impl(cfg.impl, torch.device(cfg.device)))
+    G.set_impl(resolve_impl(cfg.impl, torch.device(cfg.device), G))
     return G
 
 

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> Path:
         device = resolve_device(cfg.device)
         init_distributed(device, DistEnv())  # the current CUDA device, cuDNN's benchmark mode
         G = stylegan3.load(cfg.network, device=device)
-        G.set_impl(resolve_impl(cfg.impl, device))
+        G.set_impl(resolve_impl(cfg.impl, device, G))
         target = load_target(cfg.image, G.img_resolution, cfg.align, cfg.backend, cfg.face, report=print)
         loss_fn = cfg.losses.build(device)
         options = cfg.inverter.resolved(device)  # joint_pass: auto -> true on CUDA

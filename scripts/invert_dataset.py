@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> Path:
         if not cfg.fresh and not cfg.estimate:
             check_run(out, record)  # every rank reads the same file: all refuse together
         G = stylegan3.load(cfg.network, device=device)
-        G.set_impl(resolve_impl(cfg.impl, device))
+        G.set_impl(resolve_impl(cfg.impl, device, G))
         loss_fn = cfg.losses.build(device)
         encoder = cfg.start.load(G, cfg.network)
     except (OSError, ValueError) as err:

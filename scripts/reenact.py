@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> Path:
         device = resolve_device(cfg.device)
         init_distributed(device, DistEnv())  # the current CUDA device, cuDNN's benchmark mode
         G = stylegan3.load(cfg.network, device=device)
-        G.set_impl(resolve_impl(cfg.impl, device))
+        G.set_impl(resolve_impl(cfg.impl, device, G))
         mapper = load_mapper(cfg.mapper, device=device)
         check_networks(G, mapper)
         detector = LandmarkDetector(cfg.backend)

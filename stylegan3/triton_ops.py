@@ -30,6 +30,7 @@ import contextlib
 import functools
 import math
 import os
+import threading
 
 import numpy as np
 import torch
@@ -64,6 +65,11 @@ def _tile_budget(dtype: torch.dtype) -> int:
 
 
 _SVD_REL = 2e-8  # singular values of a 2-D filter below this x the largest are dropped (below float32 rounding)
+# The largest error allowed against the reference, x max|reference| (outputs and gradients): the tests' and the trial's.
+TOLERANCE = {torch.float32: 2e-6, torch.bfloat16: 1e-2, torch.float16: 2e-3}
+TRIAL_SHAPE = (1, 2, 24, 23)  # the trial's input per layer kind: several tiles per axis at the GPU's float32 budget
+_TRIALS: dict[tuple[torch.device, str, torch.dtype], str | None] = {}  # (device, kind, dtype) -> why it failed
+_TRIALS_LOCK = threading.Lock()
 
 
 def unavailable_reason(device: torch.device | str) -> str | None:
@@ -567,3 +573,109 @@ def filtered_lrelu(
     if plan is None:
         return ops.filtered_lrelu(x, fu, fd, b, up, down, pad, gain, slope, clamp)
     return _TritonFilteredLReLU.apply(x, b, plan, float(gain), float(slope), clamp)
+
+
+# ----------------------------------------------------------------------------------------
+# The trial: the kernels trusted on a device only after they have given the fast path's numbers there.
+
+
+def layer_kinds(module: torch.nn.Module) -> dict[str, dict]:
+    """The distinct filtered leaky ReLUs with a fused kernel among ``module``'s layers (those with a
+    ``filtered_lrelu_args()`` method): a name per kind (factors, filter sizes, separable terms, padding, clamp) ->
+    the first such layer's arguments. A generator without such layers (StyleGAN2's) has none."""
+    kinds = {}
+    probe = torch.empty([0, 0, 0, 0])
+    for layer in module.modules():
+        if not hasattr(layer, "filtered_lrelu_args"):
+            continue
+        args = layer.filtered_lrelu_args()
+        fu, fd = args["fu"], args["fd"]
+        if not supports(probe, fu, fd, args["up"], args["down"]):
+            continue
+        terms = len(_separable_terms(fd)[0])
+        name = (
+            f"up{args['up']}-down{args['down']}-fu{0 if fu is None else fu.shape[0]}"
+            f"-fd{'x'.join(map(str, () if fd is None else fd.shape))}-terms{terms}"
+            f"-pad{'_'.join(map(str, ops._parse_padding(args['padding'])))}"
+            f"-slope{args['slope']:g}-clamp{args['clamp']}"
+        )
+        kinds.setdefault(name, args)
+    return kinds
+
+
+def _max_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
+    """max|ours - reference| / max|reference| (NaN when ours has a NaN or inf)."""
+    return ((ours.double() - reference).abs().max() / reference.abs().max().clamp_min(1e-30)).item()
+
+
+def _trial_layer(args: dict, dtype: torch.dtype, device: torch.device) -> str | None:
+    """One layer kind in one dtype on ``device`` against the fast path in float64 there: the forward at the layer's
+    slope, then forward and backward at slope 1. (At the layer's slope a pre-activation within the products' rounding
+    of the kink may take the other branch than the reference's: a gradient error of the comparison, not of the
+    kernel.) Why it failed, in a few words, or None."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(TRIAL_SHAPE, generator=g).to(device, dtype)
+    b = (0.3 * torch.randn(TRIAL_SHAPE[1], generator=g)).to(device, dtype)
+    gy = None
+    kwargs = {k: args[k] for k in ("up", "down", "padding", "gain", "slope", "clamp")}
+    tol = TOLERANCE[dtype]
+    with contextlib.ExitStack() as stack:  # a trial started under inference_mode, no_grad or autocast still runs
+        stack.enter_context(torch.inference_mode(False))
+        stack.enter_context(torch.enable_grad())
+        stack.enter_context(torch.autocast(device.type, enabled=False))
+        # Copies: a generator's filters may be inference tensors, which autograd cannot save.
+        fu, fd = (
+            None if f is None else f.detach().to(device, torch.float32, copy=True) for f in (args["fu"], args["fd"])
+        )
+        fu64, fd64 = (None if f is None else f.double() for f in (fu, fd))
+        try:
+            err = _max_error(
+                filtered_lrelu(x, fu, fd, b, **kwargs), ops.filtered_lrelu(x.double(), fu64, fd64, b.double(), **kwargs)
+            )
+            if not err <= tol:
+                return f"forward max error {err:.2g} x max|fast| > {tol:g}"
+            kwargs["slope"] = 1.0
+            xg, bg = x.clone().requires_grad_(), b.clone().requires_grad_()
+            y = filtered_lrelu(xg, fu, fd, bg, **kwargs)
+            gy = torch.randn(y.shape, generator=g).to(device, dtype)
+            grads = torch.autograd.grad(y, [xg, bg], gy)
+            xr, br = x.double().requires_grad_(), b.double().requires_grad_()
+            ref = ops.filtered_lrelu(xr, fu64, fd64, br, **kwargs)
+            ref_grads = torch.autograd.grad(ref, [xr, br], gy.double())
+            for what, ours, theirs in zip(
+                ("output", "input gradient", "bias gradient"), (y, *grads), (ref, *ref_grads)
+            ):
+                err = _max_error(ours, theirs)
+                if not err <= tol:
+                    return f"{what} at slope 1: max error {err:.2g} x max|fast| > {tol:g}"
+        except Exception as exc:  # the first compile or launch: no C compiler, a backend without tf32x3, ...
+            lines = str(exc).strip().splitlines()
+            return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return None
+
+
+def trial(
+    module: torch.nn.Module,
+    device: torch.device | str,
+    dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16),
+) -> str | None:
+    """Run every layer kind of ``module`` (:func:`layer_kinds`) in each of ``dtypes`` on ``device`` through the
+    kernels, forward and backward, against the fast path within :data:`TOLERANCE`, once per process, device, kind
+    and dtype (later calls read the result). Returns None when all agree, else one line naming the first kind and
+    dtype that failed and why (also when the kernels cannot run on ``device`` at all)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    reason = unavailable_reason(device)
+    if reason is not None:
+        return reason
+    for name, args in layer_kinds(module).items():
+        for dtype in dtypes:
+            key = (device, name, dtype)
+            with _TRIALS_LOCK:
+                if key not in _TRIALS:
+                    _TRIALS[key] = _trial_layer(args, dtype, device)
+                failed = _TRIALS[key]
+            if failed is not None:
+                return f"layer kind {name} in {str(dtype).removeprefix('torch.')}: {failed}"
+    return None

@@ -18,6 +18,7 @@ from conftest import fixture_arrays, load_fixture
 from test_parity import FLOAT32_GRAD_TOLERANCE, assert_close, reference_weight
 
 from stylegan3 import ops
+from stylegan3.bench import build_plan
 from stylegan3.runtime import resolve_impl
 
 if not os.environ.get("TRITON_INTERPRET"):
@@ -52,7 +53,7 @@ def _plan_layers() -> list[tuple]:
 
 
 PLAN_LAYERS = _plan_layers()
-TOLERANCE = {torch.float32: 2e-6, torch.bfloat16: 1e-2, torch.float16: 2e-3}  # x max|ref|
+TOLERANCE = triton_ops.TOLERANCE  # x max|ref|: the tests' and the trial's
 
 
 def _check(up, down, fu, fd, padding, torgb, clamp, dtype, shape=(1, 3, 24, 23)) -> None:
@@ -227,3 +228,138 @@ def test_half_inputs_unbiased_under_tf32_truncation(gpu_tf32) -> None:
         print(f"{what}: max error {err:.2e}, mean bias away from zero {bias:+.2e} (x max|ref|)")
     assert max(err for _, err, _ in figures) <= TOLERANCE[torch.float16]
     assert max(abs(bias) for _, _, bias in figures) <= 5e-4
+
+
+@pytest.fixture
+def fresh_trials(monkeypatch: pytest.MonkeyPatch):
+    """No trial results from earlier tests (the trial runs once per process, device, kind and dtype)."""
+    monkeypatch.setattr(triton_ops, "_TRIALS", {})
+    triton_ops._plan.cache_clear()
+    yield
+    triton_ops._plan.cache_clear()
+
+
+def _small_generator():
+    return build_plan("t", 16, w_dim=8, channel_max=2)
+
+
+def test_trial_passes_once_per_device_and_kind(fresh_trials, monkeypatch: pytest.MonkeyPatch) -> None:
+    G = _small_generator()
+    kinds = triton_ops.layer_kinds(G)
+    assert kinds and all("slope0.2" in name for name in kinds)  # ToRGB (no filters) has no kernel: not tried
+    assert triton_ops.trial(G, "cpu", dtypes=(torch.float32,)) is None
+    assert set(triton_ops._TRIALS) == {(torch.device("cpu"), name, torch.float32) for name in kinds}
+    monkeypatch.setattr(triton_ops, "_trial_layer", lambda *args: pytest.fail("tried twice"))
+    assert triton_ops.trial(G, "cpu", dtypes=(torch.float32,)) is None
+    assert triton_ops.layer_kinds(build_plan("sg2", 16, w_dim=8, channel_max=2)) == {}  # nothing to try
+
+
+def test_trial_names_a_failed_launch_and_a_mismatch(fresh_trials, monkeypatch: pytest.MonkeyPatch) -> None:
+    G = _small_generator()
+    first = next(iter(triton_ops.layer_kinds(G)))
+    # float32 products in tf32 (10-bit mantissa): the fast path's numbers missed by far more than the tolerance.
+    with monkeypatch.context() as m:
+        m.setattr(triton_ops, "_precision", lambda dtype: "tf32")
+        reason = triton_ops.trial(G, "cpu", dtypes=(torch.float32,))
+    assert reason.startswith(f"layer kind {first} in float32: forward max error ") and "\n" not in reason
+    assert float(reason.split("max error ")[1].split()[0]) > TOLERANCE[torch.float32]
+    monkeypatch.setattr(triton_ops, "_TRIALS", {})
+    triton_ops._plan.cache_clear()
+
+    class NoCompiler:  # what a slim image without gcc gives at the first launch
+        def __getitem__(self, grid):
+            raise RuntimeError("Failed to find C compiler. Please specify via CC environment variable.\nmore")
+
+    monkeypatch.setattr(triton_ops, "_fwd_kernel", NoCompiler())
+    reason = triton_ops.trial(G, "cpu", dtypes=(torch.bfloat16,))
+    message = "RuntimeError: Failed to find C compiler. Please specify via CC environment variable."
+    assert reason == f"layer kind {first} in bfloat16: {message}"
+
+
+def test_auto_uses_triton_only_after_its_trial(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    cuda = torch.device("cuda", 1)
+    G = _small_generator()
+    tried = []
+    monkeypatch.setattr(triton_ops, "unavailable_reason", lambda device: None)  # as on a CUDA machine
+    monkeypatch.setattr(triton_ops, "trial", lambda module, device: tried.append((module, device)) or None)
+    assert resolve_impl("auto", cuda, G) == "triton" and resolve_impl("triton", cuda, G) == "triton"
+    assert tried == [(G, cuda), (G, cuda)]
+    tried.clear()
+    assert resolve_impl("auto", cuda) == "triton"  # no generator: the T and R plans' layer kinds
+    kinds = triton_ops.layer_kinds(tried[0][0])
+    assert any(name.startswith("up4-down2-fu24-fd12x12") for name in kinds)  # R's radial filters
+    assert any(name.startswith("up4-down2-fu24-fd12-") for name in kinds)  # T's separable ones
+    why = "layer kind up2-down2 in float16: forward max error 0.0031 x max|fast| > 0.002"
+    monkeypatch.setattr(triton_ops, "trial", lambda module, device: why)
+    with caplog.at_level("WARNING", logger="stylegan3.runtime"):
+        assert resolve_impl("auto", cuda, G) == "fast"
+        assert resolve_impl("auto", cuda, G) == "fast"
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and why in lines[0] and "cuda:1" in lines[0] and "impl=fast" in lines[0]
+    with pytest.raises(ValueError, match=f"impl=triton cannot run on cuda:1: {why}"):
+        resolve_impl("triton", cuda, G)
+    assert resolve_impl("fast", cuda, G) == "fast" and resolve_impl("reference", cuda, G) == "reference"
+
+
+def test_generators_built_or_moved_under_inference_mode(fresh_trials) -> None:
+    """Inference tensors have no version counter (the filter keys read it): the Triton ops render such generators
+    as the fast path does (fast and reference never read it), and their trial runs."""
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        built = _small_generator()
+    torch.manual_seed(0)
+    moved = _small_generator()  # the same weights
+    with torch.inference_mode():
+        moved = moved.to(torch.float64).float()
+    ws = torch.randn(1, built.num_ws, built.w_dim)
+    with torch.inference_mode():
+        fast = built.synthesis(ws)
+        built.set_impl("triton")
+        moved.set_impl("triton")
+        for G in (built, moved):
+            torch.testing.assert_close(G.synthesis(ws), fast, rtol=0, atol=1e-5 * fast.abs().max().item())
+        # The trial itself runs with gradients, whatever the mode of its caller.
+        assert triton_ops.trial(built, "cpu", dtypes=(torch.float32,)) is None
+
+
+def test_launches_run_under_the_tensors_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Triton launches on the current CUDA device: every launch sits inside a guard made current on its tensors'."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    guard = triton_ops._device_guard(torch.device("cuda", 1))
+    assert isinstance(guard, torch.cuda.device) and guard.idx == 1
+    entered, launches = [], []
+
+    class Guard:
+        def __init__(self, device):
+            self.device = device
+
+        def __enter__(self):
+            entered.append(self.device)
+
+        def __exit__(self, *exc):
+            entered.append(None)
+
+    class Kernel:
+        def __init__(self, name):
+            self.name = name
+
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                tensors = [a for a in args if isinstance(a, torch.Tensor)]
+                launches.append((self.name, entered[-1] if entered else None, {t.device for t in tensors[:3]}))
+
+            return launch
+
+    monkeypatch.setattr(triton_ops, "_device_guard", Guard)
+    monkeypatch.setattr(triton_ops, "_fwd_kernel", Kernel("fwd"))
+    monkeypatch.setattr(triton_ops, "_bwd_kernel", Kernel("bwd"))
+    up, down, fu, fd, padding = PLAN_LAYERS[1][1:6]
+    plan = triton_ops.plan_for((24, 23), fu, fd, up, down, padding, torch.device("cpu"))
+    cuda = torch.device("cuda", 1)
+    with FakeTensorMode(allow_non_fake_inputs=True):  # tensors on cuda:1 without a GPU
+        x = torch.empty([1, 2, 24, 23], device=cuda)
+        y = triton_ops._forward(x, torch.empty([2], device=cuda), plan, 2**0.5, 0.2, None)
+        triton_ops._backward(x, None, torch.empty(y.shape, device=cuda), plan, 2**0.5, 0.2, 256.0)
+    assert launches == [("fwd", cuda, {cuda}), ("bwd", cuda, {cuda})]
+    assert entered == [cuda, None, cuda, None]

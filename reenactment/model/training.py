@@ -235,7 +235,7 @@ class MapperTrainer:
         if not self.cfg.network:
             raise ValueError("image_loss_weight > 0 needs network= (the generator the latents were inverted with)")
         G = stylegan3.load(self.cfg.network, device=self.device)
-        G.set_impl(resolve_impl(self.cfg.impl, self.device))
+        G.set_impl(resolve_impl(self.cfg.impl, self.device, G))
         if (G.num_ws, G.w_dim) != (self.data.num_ws, self.data.w_dim):
             raise ValueError(
                 f"generator {self.cfg.network} has W+ [{G.num_ws}, {G.w_dim}], "
