@@ -1,9 +1,14 @@
-"""The fused Triton filtered leaky ReLU against the reference op, run on the CPU under the Triton interpreter.
+"""The fused Triton filtered leaky ReLU against the reference op: on the CPU under the Triton interpreter, and on a
+CUDA GPU (the tests marked ``cuda``).
 
 The interpreter is chosen when ``stylegan3.triton_ops`` is first imported (its kernels are decorated then), and Triton
 reads the variable again at each launch, so ``conftest.py`` sets ``TRITON_INTERPRET=1`` for the whole run unless it is
-set already (``TRITON_INTERPRET=0`` skips the module). Nothing else in the suite runs Triton: the CPU's torch.compile
-backend is C++. Shapes are small: the interpreter runs each kernel program in NumPy.
+set already. ``TRITON_INTERPRET=0`` on a GPU machine runs the ``cuda`` tests and skips the interpreter's:
+
+    TRITON_INTERPRET=0 python -m pytest -q -m cuda tests/test_triton_ops.py
+
+Nothing else in the suite runs Triton: the CPU's torch.compile backend is C++. Shapes are small: the interpreter runs
+each kernel program in NumPy. The layer plans are built here (no fixture files: a GPU machine may have none).
 """
 
 from __future__ import annotations
@@ -24,21 +29,31 @@ from stylegan3.runtime import resolve_impl
 if not os.environ.get("TRITON_INTERPRET"):
     os.environ["TRITON_INTERPRET"] = "1"
 triton_ops = importlib.import_module("stylegan3.triton_ops")
-if not triton_ops.INTERPRETED:
-    pytest.skip("the Triton interpreter is off (TRITON_INTERPRET=0, or imported before)", allow_module_level=True)
+interpreted = pytest.mark.skipif(
+    not triton_ops.INTERPRETED, reason="the Triton interpreter is off (TRITON_INTERPRET=0, or imported before)"
+)
+_NO_CUDA = (
+    "CUDA is not available"
+    if not torch.cuda.is_available()
+    else "the Triton interpreter is on: run with TRITON_INTERPRET=0"
+    if triton_ops.INTERPRETED
+    else triton_ops.unavailable_reason("cuda")
+)
+on_cuda = pytest.mark.skipif(_NO_CUDA is not None, reason=f"needs CUDA: {_NO_CUDA}")
 
 
 def _plan_layers() -> list[tuple]:
     """Every distinct (up, down, fu, fd, padding) of the StyleGAN3 T and R layer plans at 1024 px (the same filters
-    and paddings as NVIDIA's FFHQ models; the 64 px fixtures add nothing new), ToRGB included."""
+    and paddings as NVIDIA's FFHQ models, as in the ``sg3*_1024_thin`` fixtures; the 64 px ones add nothing new),
+    ToRGB included."""
     layers = {}
-    for name in ("sg3t_1024_thin", "sg3r_1024_thin"):
-        G = load_fixture(name)
+    for config in ("t", "r"):
+        G = build_plan(config, 1024, w_dim=4, channel_max=1)
         for layer_name in G.synthesis.layer_names:
             layer = getattr(G.synthesis, layer_name)
             fu, fd = layer.up_filter, layer.down_filter
             key = (
-                name[:4],
+                f"sg3{config}",
                 layer.up_factor,
                 layer.down_factor,
                 None if fu is None else fu.shape[0],
@@ -56,39 +71,50 @@ PLAN_LAYERS = _plan_layers()
 TOLERANCE = triton_ops.TOLERANCE  # x max|ref|: the tests' and the trial's
 
 
-def _check(up, down, fu, fd, padding, torgb, clamp, dtype, shape=(1, 3, 24, 23)) -> None:
+def _check(up, down, fu, fd, padding, torgb, clamp, dtype, shape=(1, 3, 24, 23), device="cpu") -> None:
+    """The kernels on ``device`` against the reference op in float32 on the CPU: output, input and bias gradients."""
     torch.manual_seed(0)
-    x = torch.randn(shape).to(dtype).requires_grad_()
-    b = (0.3 * torch.randn(shape[1])).to(dtype).requires_grad_()
+    x = torch.randn(shape).to(dtype)
+    b = 0.3 * torch.randn(shape[1]).to(dtype)
     gain, slope = (1.0, 1.0) if torgb else (2**0.5, 0.2)
     kwargs = dict(up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp)
+    xd, bd = x.to(device).requires_grad_(), b.to(device).requires_grad_()
+    fud, fdd = (None if f is None else f.to(device) for f in (fu, fd))
     if not triton_ops.supports(x, fu, fd, up, down):  # ToRGB (no filters): the fast path's numbers, same dtype
-        out, fast = (op(x, fu, fd, b, **kwargs) for op in (triton_ops.filtered_lrelu, ops.filtered_lrelu))
+        out, fast = (op(xd, fud, fdd, bd, **kwargs) for op in (triton_ops.filtered_lrelu, ops.filtered_lrelu))
         torch.testing.assert_close(out, fast, rtol=0, atol=0)
-        gy = torch.randn(out.shape).to(dtype)
-        for ours, theirs in zip(torch.autograd.grad(out, [x, b], gy), torch.autograd.grad(fast, [x, b], gy)):
+        gy = torch.randn(out.shape).to(device, dtype)
+        for ours, theirs in zip(torch.autograd.grad(out, [xd, bd], gy), torch.autograd.grad(fast, [xd, bd], gy)):
             torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
         return
-    xr, br = x.detach().float().requires_grad_(), b.detach().float().requires_grad_()
-    ref = ops.filtered_lrelu_ref(xr, fu, fd, br, **kwargs)
-    out = triton_ops.filtered_lrelu(x, fu, fd, b, **kwargs)
-    assert out.shape == ref.shape and out.dtype == dtype
     tol = TOLERANCE[dtype]
-    torch.testing.assert_close(out.float(), ref, rtol=0, atol=tol * ref.abs().max().item())
+    xr, br = x.float().requires_grad_(), b.float().requires_grad_()
+    ref = ops.filtered_lrelu_ref(xr, fu, fd, br, **kwargs)
+    out = triton_ops.filtered_lrelu(xd, fud, fdd, bd, **kwargs)
+    assert out.shape == ref.shape and out.dtype == dtype and out.device == xd.device
+    torch.testing.assert_close(out.cpu().float(), ref, rtol=0, atol=tol * ref.abs().max().item())
+    if xd.device.type == "cuda" and dtype != torch.float32:
+        # tf32 products: a pre-activation within their rounding of a kink may take the other branch than the float32
+        # reference's (an error of the comparison, not of the kernel): the gradients at slope 1, without kinks.
+        kwargs.update(slope=1.0, clamp=None)
+        ref = ops.filtered_lrelu_ref(xr, fu, fd, br, **kwargs)
+        out = triton_ops.filtered_lrelu(xd, fud, fdd, bd, **kwargs)
     gy = torch.randn(ref.shape).to(dtype)
     ref_grads = torch.autograd.grad(ref, [xr, br], gy.float())
-    grads = torch.autograd.grad(out, [x, b], gy)
+    grads = torch.autograd.grad(out, [xd, bd], gy.to(device))
     for what, ours, theirs in zip(("x", "bias"), grads, ref_grads):
         assert ours.dtype == dtype, what
-        torch.testing.assert_close(ours.float(), theirs, rtol=0, atol=tol * theirs.abs().max().item(), msg=what)
+        torch.testing.assert_close(ours.cpu().float(), theirs, rtol=0, atol=tol * theirs.abs().max().item(), msg=what)
 
 
+@interpreted
 @pytest.mark.parametrize("clamp", [None, 0.5])  # 0.5 binds on these inputs (the plans' 256 never would)
 @pytest.mark.parametrize("layer", PLAN_LAYERS, ids=[layer[0] for layer in PLAN_LAYERS])
 def test_plan_layers_float32(layer, clamp) -> None:
     _check(*layer[1:], clamp, torch.float32)
 
 
+@interpreted
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("layer", PLAN_LAYERS, ids=[layer[0] for layer in PLAN_LAYERS])
 def test_plan_layers_half(layer, dtype) -> None:
@@ -105,6 +131,7 @@ def gpu_tiling(monkeypatch: pytest.MonkeyPatch):
     triton_ops._plan.cache_clear()
 
 
+@interpreted
 @pytest.mark.parametrize("index", [1, 4, 6], ids=lambda i: PLAN_LAYERS[i][0])
 def test_gpu_tiling(index: int, gpu_tiling) -> None:
     """Tiles that start at multiples of the resampling period share one matrix per axis; P == 1 kernels."""
@@ -114,6 +141,7 @@ def test_gpu_tiling(index: int, gpu_tiling) -> None:
     _check(up, down, fu, fd, padding, torgb, 0.5, torch.float32, shape=(1, 1, 30, 29))
 
 
+@interpreted
 def test_other_shapes_and_fallbacks() -> None:
     """Odd filters and factors the plans do not use; what has no kernel gives the fast path's numbers."""
     g = torch.Generator().manual_seed(3)
@@ -130,6 +158,7 @@ def test_other_shapes_and_fallbacks() -> None:
     )
 
 
+@interpreted
 def test_backward_keeps_only_the_input() -> None:
     x = torch.randn(1, 4, 16, 16, requires_grad=True)
     fu, fd = PLAN_LAYERS[0][3], PLAN_LAYERS[0][4]
@@ -139,6 +168,7 @@ def test_backward_keeps_only_the_input() -> None:
     assert saved and max(saved) <= x.numel()
 
 
+@interpreted
 def test_where_triton_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "mps" in triton_ops.unavailable_reason("mps")
     assert triton_ops.unavailable_reason("cpu") is None  # interpreted
@@ -155,6 +185,7 @@ def test_where_triton_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
         resolve_impl("cuda", torch.device("cpu"))
 
 
+@interpreted
 def test_generator_parity_sg3t_64() -> None:
     """The whole 64 px StyleGAN3-T fixture with impl=triton against NVIDIA's image and W+ gradient (first sample)."""
     name = "sg3t_64"
@@ -194,6 +225,7 @@ def gpu_tf32(monkeypatch: pytest.MonkeyPatch):
     triton_ops._plan.cache_clear()
 
 
+@interpreted
 def test_half_inputs_unbiased_under_tf32_truncation(gpu_tf32) -> None:
     """float16 through every layer kind with the GPU's truncating tf32 products: the kernels round their operands to
     the nearest tf32 first, so the error is the rounding's (no bias) and within the float16 tolerance. The gradient
@@ -243,6 +275,7 @@ def _small_generator():
     return build_plan("t", 16, w_dim=8, channel_max=2)
 
 
+@interpreted
 def test_trial_passes_once_per_device_and_kind(fresh_trials, monkeypatch: pytest.MonkeyPatch) -> None:
     G = _small_generator()
     kinds = triton_ops.layer_kinds(G)
@@ -254,6 +287,7 @@ def test_trial_passes_once_per_device_and_kind(fresh_trials, monkeypatch: pytest
     assert triton_ops.layer_kinds(build_plan("sg2", 16, w_dim=8, channel_max=2)) == {}  # nothing to try
 
 
+@interpreted
 def test_trial_names_a_failed_launch_and_a_mismatch(fresh_trials, monkeypatch: pytest.MonkeyPatch) -> None:
     G = _small_generator()
     first = next(iter(triton_ops.layer_kinds(G)))
@@ -301,6 +335,7 @@ def test_auto_uses_triton_only_after_its_trial(monkeypatch: pytest.MonkeyPatch, 
     assert resolve_impl("fast", cuda, G) == "fast" and resolve_impl("reference", cuda, G) == "reference"
 
 
+@interpreted
 def test_generators_built_or_moved_under_inference_mode(fresh_trials) -> None:
     """Inference tensors have no version counter (the filter keys read it): the Triton ops render such generators
     as the fast path does (fast and reference never read it), and their trial runs."""
@@ -363,3 +398,62 @@ def test_launches_run_under_the_tensors_device(monkeypatch: pytest.MonkeyPatch) 
         triton_ops._backward(x, None, torch.empty(y.shape, device=cuda), plan, 2**0.5, 0.2, 256.0)
     assert launches == [("fwd", cuda, {cuda}), ("bwd", cuda, {cuda})]
     assert entered == [cuda, None, cuda, None]
+
+
+# ----------------------------------------------------------------------------------------
+# On a CUDA GPU (pytest -m cuda with TRITON_INTERPRET=0; skipped elsewhere, with the reason).
+
+CUDA_SHAPE = (2, 3, 48, 45)  # several tiles per axis at the GPU's budgets, both plane counts > 1
+
+
+@pytest.mark.cuda
+@on_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("layer", PLAN_LAYERS, ids=[layer[0] for layer in PLAN_LAYERS])
+def test_plan_layers_cuda(layer, dtype) -> None:
+    for clamp in (None, 0.5):
+        _check(*layer[1:], clamp, dtype, shape=CUDA_SHAPE, device="cuda")
+
+
+@pytest.mark.cuda
+@on_cuda
+@pytest.mark.skipif(_NO_CUDA is None and torch.cuda.device_count() < 2, reason="needs a second GPU")
+def test_second_gpu_while_the_current_is_the_first() -> None:
+    """Tensors on cuda:1 while the current device is cuda:0 (a Gradio worker thread, generate.py device=cuda:1):
+    the launches run on cuda:1 and give its numbers; the current device stays cuda:0."""
+    with torch.cuda.device(0):
+        for index in (1, 4):
+            _check(*PLAN_LAYERS[index][1:], 0.5, torch.float32, shape=CUDA_SHAPE, device="cuda:1")
+        assert torch.cuda.current_device() == 0
+
+
+@pytest.mark.cuda
+@on_cuda
+def test_trial_passes_on_cuda(fresh_trials) -> None:
+    """The trial of impl=auto on this GPU: the T and R plans' layer kinds in the three dtypes."""
+    assert triton_ops.trial(build_plan("r", 1024, w_dim=4, channel_max=1), "cuda") is None
+    assert resolve_impl("auto", torch.device("cuda", torch.cuda.current_device())) == "triton"
+
+
+@pytest.mark.cuda
+@on_cuda
+def test_r1024_forward_backward_against_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 1024 px R plan (64 channels at most), impl=triton against impl=fast: the image and its W+ gradient, in float32
+    (TF32 off) and mixed precision (NVIDIA's float16 layers), within the parity tests' tolerances."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    torch.manual_seed(0)
+    G = build_plan("r", 1024, w_dim=64, channel_max=64).cuda()
+    ws = G.mapping(torch.randn(1, G.z_dim, device="cuda"), None)
+    weight = torch.randn(1, 3, 1024, 1024, device="cuda")
+    for force_fp32, tol_image, tol_grad in ((True, 1e-4, 1e-3), (False, 2e-3, 2e-3)):
+        results = {}
+        for impl in ("fast", "triton"):
+            G.set_impl(impl)
+            w = ws.detach().clone().requires_grad_()
+            image = G.synthesis(w, force_fp32=force_fp32)
+            (image.float() * weight).sum().backward()
+            results[impl] = (image.detach().float().cpu().numpy(), w.grad.cpu().numpy())
+        what = "float32" if force_fp32 else "mixed"
+        assert_close(results["triton"][0], results["fast"][0], tol_image, f"R 1024 image ({what})")
+        assert_close(results["triton"][1], results["fast"][1], tol_grad, f"R 1024 W+ gradient ({what})")
