@@ -126,6 +126,7 @@ def gpu_tiling(monkeypatch: pytest.MonkeyPatch):
     """Plan and launch as on a GPU: one plane per program, the register budget, several tiles per axis."""
     monkeypatch.setattr(triton_ops, "_tile_budget", lambda dtype: 32 * 32)  # float32's on a GPU
     monkeypatch.setattr(triton_ops, "_planes_per_program", lambda planes, tile: 1)
+    monkeypatch.setattr(triton_ops, "_least_work", lambda: True)  # the backward's tiling: a GPU's (chunks at up=4)
     triton_ops._plan.cache_clear()
     yield
     triton_ops._plan.cache_clear()
@@ -134,10 +135,15 @@ def gpu_tiling(monkeypatch: pytest.MonkeyPatch):
 @interpreted
 @pytest.mark.parametrize("index", [1, 4, 6], ids=lambda i: PLAN_LAYERS[i][0])
 def test_gpu_tiling(index: int, gpu_tiling) -> None:
-    """Tiles that start at multiples of the resampling period share one matrix per axis; P == 1 kernels."""
+    """Tiles that start at multiples of the resampling period share one matrix per axis; P == 1 kernels; the
+    backward's tiles recompute their pre-activations in chunks (at up=4 several tiles, and chunks skipped where a
+    negative padding crops)."""
     up, down, fu, fd, padding, torgb = PLAN_LAYERS[index][1:]
     plan = triton_ops.plan_for((30, 29), fu, fd, up, down, padding, torch.device("cpu"))
-    assert plan["fy"]["tiles"] > 1 and plan["gy"]["tiles"] > 1
+    assert plan["fy"]["tiles"] > 1 and plan["gy"]["chunks"] > 1 and plan["gx"]["chunks"] > 1
+    if up == 4:
+        ranges = plan["gy"]["chunk_ranges"]
+        assert plan["gy"]["tiles"] > 1 and np.diff(ranges, axis=1).sum() < len(ranges) * plan["gy"]["chunks"]
     _check(up, down, fu, fd, padding, torgb, 0.5, torch.float32, shape=(1, 1, 30, 29))
 
 
@@ -457,3 +463,44 @@ def test_r1024_forward_backward_against_fast(monkeypatch: pytest.MonkeyPatch) ->
         what = "float32" if force_fp32 else "mixed"
         assert_close(results["triton"][0], results["fast"][0], tol_image, f"R 1024 image ({what})")
         assert_close(results["triton"][1], results["fast"][1], tol_grad, f"R 1024 W+ gradient ({what})")
+
+
+@interpreted
+def test_counted_multiply_adds_are_the_kernels(gpu_tiling, monkeypatch: pytest.MonkeyPatch) -> None:
+    """triton_ops.tensor_macs (what scripts/triton_macs.py prints) against the products the kernels issue: each
+    tl.dot's M x K x N counted in the interpreter, forward and backward of an up=4 layer tiled as on a GPU."""
+    from triton.runtime import interpreter
+
+    counted = []
+    dot = interpreter.InterpreterBuilder.create_dot
+
+    def counting_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+        (m, k), n = a.data.shape, b.data.shape[1]
+        counted.append(m * k * n)
+        return dot(self, a, b, d, input_precision, max_num_imprecise_acc)
+
+    monkeypatch.setattr(interpreter.InterpreterBuilder, "create_dot", counting_dot)
+    up, down, fu, fd, padding = PLAN_LAYERS[1][1:6]
+    x = torch.randn(1, 1, 30, 29, requires_grad=True)
+    y = triton_ops.filtered_lrelu(x, fu, fd, None, up=up, down=down, padding=padding)
+    forward = sum(counted)
+    counted.clear()
+    y.backward(torch.randn(y.shape))
+    plan = triton_ops.plan_for(x.shape, fu, fd, up, down, padding, torch.device("cpu"))
+    # tf32x3 on a GPU: three products per dot of a float32 input; the interpreter's dot is one.
+    assert triton_ops.tensor_macs(plan, 1, torch.float32) == (3 * forward, 3 * sum(counted))
+    assert sum(counted) > 0
+
+
+def test_up4_float32_backward_costs_at_most_twice_its_forward() -> None:
+    """Counted tensor multiply-adds of every up=4 layer of the T and R 1024 plans, float32, batch 8, as a GPU tiles
+    them: the backward at most 2x the forward (a single block of pre-activations per tile cost up to 11x)."""
+    from scripts.triton_macs import layer_macs
+
+    for config in ("t", "r"):
+        G = build_plan(config, 1024, w_dim=4, channel_max=1)
+        for name, forward, backward in layer_macs(G, 8, torch.float32, triton_ops._MAX_CHUNKS):
+            if getattr(G.synthesis, name).up_factor == 4:
+                assert backward <= 2 * forward, (config, name, backward / forward)
+        before = layer_macs(G, 8, torch.float32, 1)
+        assert max(b / f for _, f, b in before) > 2  # what the chunks changed
