@@ -58,7 +58,7 @@ class AppConfig:
     host: str = "127.0.0.1"  # address to serve on (localhost only by default)
     port: int = 7860  # 0: any free port
     device: str = "auto"  # auto (cuda if available), cpu, cuda, mps
-    impl: str = "auto"  # generator ops: auto (triton on CUDA when Triton imports, else fast), fast, reference, triton
+    impl: str = "auto"  # generator ops: auto (triton on CUDA after a passed trial, else fast), fast, reference, triton
     backend: str = "dlib"  # landmark backend: dlib or mediapipe
     steps: int = 1000  # the page's default number of inversion steps (thesis: 1000)
     max_steps: int = 2000  # the most inversion steps a request may ask for

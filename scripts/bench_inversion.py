@@ -53,7 +53,7 @@ class BenchInversionConfig:
     w_dim: int = 64
     channel_max: int | None = None  # at most this many channels per layer (smoke runs; None: the plan's)
     device: str = "cpu"
-    impl: str = "auto"  # generator ops: auto (triton on CUDA when Triton imports, else fast), fast, reference, triton
+    impl: str = "auto"  # generator ops: auto (triton on CUDA after a passed trial, else fast), fast, reference, triton
     batches: str = "1,4,8"
     loss_resolutions: str = "0,256"  # LPIPS resolution, 0 = the generator's
     steps: int | None = None  # timed steps (default 2 CPU, 20 CUDA)

@@ -59,7 +59,7 @@ class BenchReenactConfig:
     thesis_mapper: bool = False  # the thesis's channel widths (default: tiny)
     batch: int = 8
     device: str = "cpu"
-    impl: str = "auto"  # generator ops: auto (triton on CUDA when Triton imports, else fast), fast, reference, triton
+    impl: str = "auto"  # generator ops: auto (triton on CUDA after a passed trial, else fast), fast, reference, triton
     amp: bool = False  # generator float16 layers (CUDA)
     precision: str = "fp32"  # autocast dtype (mapper, generator)
     compile: bool = False  # torch.compile the synthesis network
