@@ -9,12 +9,16 @@ multiples of the resampling period, so one matrix per axis serves every tile. A 
 singular-value expansion, a few separable terms (StyleGAN3-R's 12x12 filters have 3-6 terms above float32 rounding).
 
 The backward kernel gathers: each program computes a tile of the input gradient, recomputing the pre-activations it
-needs from the input (nothing but ``x`` and ``b`` is saved), then ``gx = U^T (act'(u) * D^T gy)``. The bias gradient is
-the sum of ``gx`` over batch and space.
+needs from the input (nothing but ``x`` and ``b`` is saved), then ``gx = U^T (act'(u) * D^T gy)``, in chunks of the
+pre-activations (several per tile and axis, one recomputation matrix for all) so that a tile's halo of ``ku`` taps is
+paid once, not per block. The bias gradient is the sum of ``gx`` over batch and space.
 
 Inputs may be float32, bfloat16 or float16; every tile is computed in float32 (on CUDA the products of a float32 input
 run as ``tf32x3``, close to float32; those of half inputs as ``tf32``, whose 10-bit mantissa holds the taps better than
-the input's own format). Outputs and gradients are in the input's dtype.
+the input's own format, with operands rounded to the nearest tf32 first: the hardware truncates them). Outputs and
+gradients are in the input's dtype. Launches run on their tensors' CUDA device, whatever the current one.
+:func:`trial` runs every layer kind of a generator through the kernels against the fast path, once per process and
+device: ``impl=auto`` trusts the kernels only after it (:func:`stylegan3.runtime.resolve_impl`).
 
 What falls back to :func:`stylegan3.ops.filtered_lrelu` (the pure-PyTorch fast path): no filters at all (the ToRGB
 layer: bias and clamp only, nothing to fuse), a 2-D up filter, up or down factors other than 1, 2 and 4, filters
@@ -61,9 +65,10 @@ def _tile_budget(dtype: torch.dtype) -> int:
     halo per output (the matrix products cost more per output as tiles grow, a small share of the work here). On a
     GPU the arrays live in registers. Compiled for sm_90 here (ptxas -v; no GPU run): float32 (tf32x3 products, hi
     and lo halves of every operand) with 64 x 64 arrays used 255 registers and spilled 1.6 kB a thread, with 32 x 32
-    arrays 168 (forward) / 255 (backward) and no spill; half inputs (tf32) with 64 x 64 arrays at 8 warps: 255 / 200
-    registers, no spill. The interpreter runs programs one after another at a fixed cost per operation: there the
-    largest win."""
+    arrays 168 (forward) and no spill; half inputs (tf32) with 64 x 64 arrays at 8 warps: 253-255 registers. The
+    chunked backward (its tiling chooses 16-wide chunks) used 66-190 registers and spilled at most 32 bytes
+    (docs/bench/triton_compile_sm90.log). The interpreter runs programs one after another at a fixed cost per
+    operation: there the largest win."""
     if INTERPRETED:
         return 128 * 128
     return _gpu_tile_budget(dtype)
