@@ -79,7 +79,7 @@ class TrainEncoderConfig:
     checkpoint_every: int = 1000  # training_state.pt every N steps (the work a kill can lose)
     stop_after: int | None = None  # stop after this many steps in this run, as if killed (tests); rerun to go on
     device: str = "auto"  # auto (cuda if available), cpu, cuda, mps
-    impl: str = "auto"  # generator ops: auto (triton on CUDA when Triton imports, else fast), fast, reference, triton
+    impl: str = "auto"  # generator ops: auto (triton on CUDA after a passed trial, else fast), fast, reference, triton
     resume: bool = True  # continue from out/training_state.pt when it exists (false: refuse a used folder)
     tensorboard: bool = True  # also write TensorBoard logs, when the tensorboard package is installed
 
@@ -164,7 +164,7 @@ class EncoderTrainer:
         self.device = resolve_device(cfg.device)
         self.G = (G if G is not None else stylegan3.load(cfg.network, device=self.device)).to(self.device)
         if G is None or cfg.impl != "auto":  # a generator passed in keeps its ops unless impl is named
-            self.G.set_impl(resolve_impl(cfg.impl, self.device))
+            self.G.set_impl(resolve_impl(cfg.impl, self.device, self.G))
         self.G.eval().requires_grad_(False)
         self.generator = generator_record(self.G, cfg.network)
         torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed alone

@@ -58,7 +58,7 @@ class AppConfig:
     host: str = "127.0.0.1"  # address to serve on (localhost only by default)
     port: int = 7860  # 0: any free port
     device: str = "auto"  # auto (cuda if available), cpu, cuda, mps
-    impl: str = "auto"  # generator ops: auto (triton on CUDA when Triton imports, else fast), fast, reference, triton
+    impl: str = "auto"  # generator ops: auto (triton on CUDA after a passed trial, else fast), fast, reference, triton
     backend: str = "dlib"  # landmark backend: dlib or mediapipe
     steps: int = 1000  # the page's default number of inversion steps (thesis: 1000)
     max_steps: int = 2000  # the most inversion steps a request may ask for
@@ -235,7 +235,7 @@ class Reenactment:
         self.work_dir = work_dir
         self.device = resolve_device(cfg.device)
         init_distributed(self.device, DistEnv())  # as reenact.py: cuDNN's benchmark mode on CUDA (no process group)
-        self.impl = resolve_impl(cfg.impl, self.device)  # a bad value fails at start, not on the first request
+        resolve_impl(cfg.impl, self.device)  # a bad value (or impl=triton failing its trial) fails at start
         check_precision(cfg.precision)
         self._networks: OrderedDict[tuple[str, str], nn.Module] = OrderedDict()
         self._detector: LandmarkDetector | None = None
@@ -250,8 +250,8 @@ class Reenactment:
         if key not in self._networks:
             loader = stylegan3.load if kind == "network" else load_mapper
             self._networks[key] = loader(name, device=self.device).eval()
-            if kind == "network":
-                self._networks[key].set_impl(self.impl)
+            if kind == "network":  # the Triton kernels' trial covers this network's layers
+                self._networks[key].set_impl(resolve_impl(self.cfg.impl, self.device, self._networks[key]))
             while len(self._networks) > 4:  # two generator/mapper pairs
                 self._networks.popitem(last=False)
         self._networks.move_to_end(key)

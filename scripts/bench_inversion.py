@@ -53,7 +53,7 @@ class BenchInversionConfig:
     w_dim: int = 64
     channel_max: int | None = None  # at most this many channels per layer (smoke runs; None: the plan's)
     device: str = "cpu"
-    impl: str = "auto"  # generator ops: auto (triton on CUDA when Triton imports, else fast), fast, reference, triton
+    impl: str = "auto"  # generator ops: auto (triton on CUDA after a passed trial, else fast), fast, reference, triton
     batches: str = "1,4,8"
     loss_resolutions: str = "0,256"  # LPIPS resolution, 0 = the generator's
     steps: int | None = None  # timed steps (default 2 CPU, 20 CUDA)
@@ -81,7 +81,7 @@ def run_one(args: BenchInversionConfig) -> dict:
     device = torch.device(args.device)
     torch.manual_seed(0)
     G = build_plan(args.plan, args.resolution, args.w_dim, args.channel_max).to(device)
-    G.set_impl(resolve_impl(args.impl, device))
+    G.set_impl(resolve_impl(args.impl, device, G))
     lpips = LPIPS(device=device, _random_backbone=True)
     identity = IdentityLoss(IdentityEncoder(IRSE50()).to(device))
     loss_res = None if args.loss_resolution == 0 else args.loss_resolution
@@ -280,7 +280,7 @@ def bench_starts(args: BenchInversionConfig) -> dict:
     _, config = read_encoder(args.encoder)
     network = args.network or config["generator"]["name"]
     G = stylegan3.load(network, device=device)
-    G.set_impl(resolve_impl(args.impl, device))
+    G.set_impl(resolve_impl(args.impl, device, G))
     encoder = load_encoder(args.encoder, G, network)
     loss_fn = InversionLoss(LossWeights(lpips=0, id=0))
     when = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%MZ")

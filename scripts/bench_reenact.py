@@ -59,7 +59,7 @@ class BenchReenactConfig:
     thesis_mapper: bool = False  # the thesis's channel widths (default: tiny)
     batch: int = 8
     device: str = "cpu"
-    impl: str = "auto"  # generator ops: auto (triton on CUDA when Triton imports, else fast), fast, reference, triton
+    impl: str = "auto"  # generator ops: auto (triton on CUDA after a passed trial, else fast), fast, reference, triton
     amp: bool = False  # generator float16 layers (CUDA)
     precision: str = "fp32"  # autocast dtype (mapper, generator)
     compile: bool = False  # torch.compile the synthesis network
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.manual_seed(0)
     G = build_plan(args.plan, args.resolution, args.w_dim, args.channel_max).to(device)
-    G.set_impl(resolve_impl(args.impl, device))
+    G.set_impl(resolve_impl(args.impl, device, G))
     G = compiled_synthesis(G) if args.compile else G
     channels = (16, 32, 64, 128, 256, 512, 512, 512) if args.thesis_mapper else (8, 8, 16, 16, 32, 32, 32, 32)
     mapper = MappingNetwork(args.mapper_size, G.num_ws, args.w_dim, channels).to(device).eval()

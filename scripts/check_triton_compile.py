@@ -42,6 +42,8 @@ def _compile(kernel, consts: dict, warps: int, dtype: str, arch: int) -> str:
     for name in names:
         if name in consts:
             signature[name] = "constexpr"
+        elif name in ("cy_ptr", "cx_ptr"):  # the backward's chunk ranges per tile
+            signature[name] = "*i32"
         elif name.endswith("_ptr"):
             signature[name] = "*" + (dtype if name in data else "fp32")
         else:
@@ -80,10 +82,9 @@ def main(argv: list[str] | None = None) -> None:
             h, w = (int(s) + layer.conv_kernel - 1 for s in layer.in_size[::-1])
             for name in cfg.dtypes.split(","):
                 dtype = dtypes[name]
-                p = triton_ops.plan_for(
-                    (h, w), layer.up_filter, layer.down_filter, layer.up_factor, layer.down_factor, layer.padding,
-                    torch.device("cpu"), dtype,
-                )  # fmt: skip
+                p = triton_ops.gpu_plan(
+                    (h, w), layer.up_filter, layer.down_filter, layer.up_factor, layer.down_factor, layer.padding, dtype
+                )
                 fy, fx, gy, gx = (p[k]["blocks"] for k in ("fy", "fx", "gy", "gx"))
                 key = (name, p["R"], fy, fx, gy, gx)
                 if key in seen:

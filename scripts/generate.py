@@ -30,7 +30,7 @@ class GenerateConfig:
     grid: bool = True  # one grid image (grid.png) instead of one file per seed
     out: str = "out/generate"  # output folder
     device: str = "cpu"  # cpu, cuda, cuda:1, mps
-    impl: str = "auto"  # generator ops: auto (triton on CUDA when Triton imports, else fast), fast, reference, triton
+    impl: str = "auto"  # generator ops: auto (triton on CUDA after a passed trial, else fast), fast, reference, triton
     batch_size: int = 4  # images per forward pass
     random_plan: str = "t"  # layer plan of network=random: t, r or sg2
     random_resolution: int = 128  # resolution of network=random
@@ -38,7 +38,7 @@ class GenerateConfig:
 
 def load_generator(cfg: GenerateConfig) -> torch.nn.Module:
     G = _build_generator(cfg)
-    G.set_impl(resolve_impl(cfg.impl, torch.device(cfg.device)))
+    G.set_impl(resolve_impl(cfg.impl, torch.device(cfg.device), G))
     return G
 
 

@@ -90,19 +90,26 @@ if [ "$SMOKE" = 1 ]; then  # every command, at a size the CPU finishes in second
 else
     WDIM=512 PLAN_SIZE=(--resolution 1024 --w-dim 512) STEPS=(--steps 5 --warmup 2) FRAMES=75 MAPPER=580
     DSTEPS=20 LPIPS_AT=256 CH=None BATCHES=1,8 BATCH32=4
-    # LIMITS, from the README's H100 figure (SG3-R 1024 forward+backward 0.555 s per image at batch 1, fp32) and
-    # ~20 s per fresh process (CUDA start, building the plan):
-    #  inversion bf16: 7 steps x (1 + 8) images = 63 image-steps x ~0.6 s (LPIPS at 256, ArcFace) = 38 s + 2
-    #    processes: 90 s; fp32 batch 4: 7 x 4 = 28 image-steps = 17 s + 1 process: 45 s
+    # LIMITS, from the README's H100 figure (SG3-R 1024 forward+backward 0.555 s per image at batch 1, fp32, fast
+    # path), ~20 s per fresh process (CUDA start, building the plan), and for the Triton kernels (impl=auto on CUDA,
+    # every step but generator_fp32) the counts of scripts/triton_macs.py: R 1024 at batch 8, bf16 forward 7.5 T and
+    # backward 5.5 T tensor multiply-adds, fp32 17.3 T and 16.4 T (the backward was 21 T and 82 T before issue 32), so
+    # a Triton pass is assumed no slower than the fast path's; not measured on a GPU yet:
+    #  inversion bf16: the first Triton step: impl=auto's trial compiles its 49 kernel configurations and the R plan's
+    #    own (~15; Triton's disk cache serves every later process and step): ~40 s; 7 steps x (1 + 8) images = 63
+    #    image-steps x ~0.6 s (LPIPS at 256, ArcFace) = 38 s + 2 processes: 130 s; fp32 batch 4: 7 x 4 = 28
+    #    image-steps = 17 s + 1 process: 45 s
     #  generator fp32: 4 passes x (1/3 + 1) image-steps per impl, reference ~1.35x slower, 4 processes: 100 s
     #  generator triton vs fast, bf16 batch 8 (issue 22's goal): 4 x 8 x 1.33 image-steps each, at most the fast
-    #    path's ~0.3 s (bf16), 4 processes and Triton's first compile of each kernel: 80 s
+    #    path's ~0.3 s (bf16; Triton's forward+backward 13 T multiply-adds, 1.7x its forward, was 3.8x), 4 processes,
+    #    the kernels compiled by the first step: 60 s
     #  reenact bf16: 75 frames x 2 generator passes (stage + end to end) at batch 8 + mapper at 580 px: 60 s
     #  invert_dataset at 256 px: estimate (2 timed calls) 40 s, 2 videos x 3 frames x 20/10 steps 45 s, rerun 25 s
-    #  compiled generator: the compile of forward and backward at 1024 (~1 min on the CPU at 16 px) + passes: 75 s
+    #  compiled generator (fast path): the compile of forward and backward at 1024 (~1 min on the CPU at 16 px) +
+    #    passes: 55 s (last: its overrun costs only its own row)
     #  train_mapper.py under torchrun, one process, one epoch of the smoke network on those 6 frames: 30 s
-    #  sum: 90 + 45 + 100 + 80 + 60 + 40 + 45 + 25 + 30 + 75 = 590 s
-    L_INV=90 L_INV32=45 L_GEN=100 L_TRI=80 L_REEN=60 L_EST=40 L_DATA=45 L_RERUN=25 L_MAP=30 L_COMP=75
+    #  sum: 130 + 45 + 100 + 60 + 60 + 40 + 45 + 25 + 30 + 55 = 590 s
+    L_INV=130 L_INV32=45 L_GEN=100 L_TRI=60 L_REEN=60 L_EST=40 L_DATA=45 L_RERUN=25 L_MAP=30 L_COMP=55
     TRITON=() TRI_ARGS=(--batch 8)
 fi
 PLAN=(--config r "${PLAN_SIZE[@]}" --device "$DEVICE")

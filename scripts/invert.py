@@ -59,7 +59,7 @@ class InvertConfig:
     backend: str = "dlib"  # landmark backend for alignment
     face: str = "largest"  # which face of several: largest, or an index (0 = the largest; the log lists them)
     device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:1, mps
-    impl: str = "auto"  # generator ops: auto (triton on CUDA when Triton imports, else fast), fast, reference, triton
+    impl: str = "auto"  # generator ops: auto (triton on CUDA after a passed trial, else fast), fast, reference, triton
     losses: LossOptions = inline(LossOptions)  # loss.*, loss_resolution, arcface, alexnet
     tuning: TuningOptions = inline(TuningOptions)  # tune=none|pti, tune_steps, tune_lr, tune_locality, tune_alpha
 
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> Path:
         device = resolve_device(cfg.device)
         init_distributed(device, DistEnv())  # the current CUDA device, cuDNN's benchmark mode
         G = stylegan3.load(cfg.network, device=device)
-        G.set_impl(resolve_impl(cfg.impl, device))
+        G.set_impl(resolve_impl(cfg.impl, device, G))
         target = load_target(
             cfg.image, G.img_resolution, cfg.align, cfg.backend, cfg.face, report=print, framing=G.framing
         )

@@ -66,7 +66,7 @@ class InvertDatasetConfig:
     out: str = "out/latents"  # output folder (rerun with the same one to resume)
     network: str = "stylegan3-r-ffhq-1024x1024"  # .pkl, weights folder or known name
     device: str = "auto"  # auto: cuda:LOCAL_RANK if CUDA is available, else cpu
-    impl: str = "auto"  # generator ops: auto (triton on CUDA when Triton imports, else fast), fast, reference, triton
+    impl: str = "auto"  # generator ops: auto (triton on CUDA after a passed trial, else fast), fast, reference, triton
     batch_size: int = 4  # images optimised together (each with its own latent and loss)
     shard_size: int = 32  # frames per output file (the work a kill can lose)
     warm_start: str = "none"  # none, or sequential: each video frame starts from the previous frame's latent
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> Path:
         if not cfg.fresh and not cfg.estimate:
             check_run(out, record)  # every rank reads the same file: all refuse together
         G = stylegan3.load(cfg.network, device=device)
-        G.set_impl(resolve_impl(cfg.impl, device))
+        G.set_impl(resolve_impl(cfg.impl, device, G))
         check_framing(cfg.input, G)
         check_loss_applies(G, cfg.losses.loss)
         loss_fn = cfg.losses.build(device)

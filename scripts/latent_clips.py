@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> Path:
     cfg = parse_cli(LatentClipsConfig, argv, __doc__)
     try:
         G = stylegan3.load(cfg.network)
-        G.set_impl(resolve_impl(cfg.impl, torch.device("cpu")))
+        G.set_impl(resolve_impl(cfg.impl, torch.device("cpu"), G))
     except (WeightsNotFoundError, WeightsFileError, OSError, ValueError) as err:
         exit_with_error(err)
     out = Path(cfg.out)

@@ -64,7 +64,7 @@ class ReenactConfig:
     concat: bool = False  # write driving | source | result side by side
     paste_back: bool = False  # put the reenacted face back into the source photo (its size, its background)
     device: str = "auto"  # auto (cuda if available), cpu, cuda, mps
-    impl: str = "auto"  # generator ops: auto (triton on CUDA when Triton imports, else fast), fast, reference, triton
+    impl: str = "auto"  # generator ops: auto (triton on CUDA after a passed trial, else fast), fast, reference, triton
     batch_size: int = 8  # driving frames per generator batch (see the README for the GPU memory it takes)
     precision: str = "fp32"  # fp32, bf16 or fp16: the source's inversion and the frames' generator under autocast
     backend: str = "dlib"  # landmark backend: dlib or mediapipe
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> Path:
         device = resolve_device(cfg.device)
         init_distributed(device, DistEnv())  # the current CUDA device, cuDNN's benchmark mode
         G = stylegan3.load(cfg.network, device=device)
-        G.set_impl(resolve_impl(cfg.impl, device))
+        G.set_impl(resolve_impl(cfg.impl, device, G))
         mapper = load_mapper(cfg.mapper, device=device)
         check_networks(G, mapper)
         if not cfg.latent:

@@ -234,19 +234,22 @@ class SynthesisLayer(nn.Module):
             op = triton_ops.filtered_lrelu
         else:
             op = ops.filtered_lrelu_ref if self.impl == "reference" else ops.filtered_lrelu
-        x = op(
-            x,
-            self.up_filter,
-            self.down_filter,
-            self.bias.to(x.dtype),
-            up=self.up_factor,
-            down=self.down_factor,
-            padding=self.padding,
-            gain=1.0 if self.is_torgb else math.sqrt(2),  # a float: a numpy scalar splits a compiled graph
-            slope=1.0 if self.is_torgb else 0.2,
-            clamp=self.conv_clamp,
-        )
-        return x
+        args = self.filtered_lrelu_args()
+        return op(x, args.pop("fu"), args.pop("fd"), self.bias.to(x.dtype), **args)
+
+    def filtered_lrelu_args(self) -> dict:
+        """The arguments of this layer's filtered leaky ReLU but input and bias: ``fu``, ``fd``, ``up``, ``down``,
+        ``padding``, ``gain``, ``slope``, ``clamp`` (what :func:`stylegan3.triton_ops.trial` runs per layer kind)."""
+        return {
+            "fu": self.up_filter,
+            "fd": self.down_filter,
+            "up": self.up_factor,
+            "down": self.down_factor,
+            "padding": self.padding,
+            "gain": 1.0 if self.is_torgb else math.sqrt(2),  # a float: a numpy scalar splits a compiled graph
+            "slope": 1.0 if self.is_torgb else 0.2,
+            "clamp": self.conv_clamp,
+        }
 
     def extra_repr(self) -> str:
         return (

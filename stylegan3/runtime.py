@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Mapping
@@ -45,27 +46,44 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-def resolve_impl(impl: str, device: torch.device) -> str:
-    """The generator ops for the config key ``impl`` on ``device``: ``auto`` -> ``triton`` on CUDA when Triton
-    imports, else ``fast``; ``fast``, ``reference`` and ``triton`` as given (``triton`` where it cannot run, and an
-    unknown name, are a one-line ValueError naming why)."""
+def resolve_impl(impl: str, device: torch.device, generator: torch.nn.Module | None = None) -> str:
+    """The generator ops for the config key ``impl`` on ``device``: ``fast`` and ``reference`` as given; ``auto`` ->
+    ``triton`` on CUDA when Triton imports and its kernels pass their trial there, else ``fast``; ``triton`` when they
+    pass it. The trial (:func:`stylegan3.triton_ops.trial`, once per process, device and layer kind) runs every layer
+    kind of ``generator`` (None: those of the StyleGAN3 T and R plans) forward and backward against the fast path. A
+    failed trial gives ``fast`` under ``auto``, with one log line naming why; under ``triton`` that line is a
+    ValueError (as is ``triton`` where it cannot run, and an unknown name)."""
     from .layers import IMPLS
 
-    if impl == "auto":
-        if device.type != "cuda":
-            return "fast"
-        from . import triton_ops
-
-        return "triton" if triton_ops.unavailable_reason(device) is None else "fast"
-    if impl not in IMPLS:
+    if impl != "auto" and impl not in IMPLS:
         raise ValueError(f"impl must be one of auto, {', '.join(IMPLS)}, not {impl!r}")
-    if impl == "triton":
-        from . import triton_ops
+    if impl in ("fast", "reference") or (impl == "auto" and device.type != "cuda"):
+        return "fast" if impl == "auto" else impl
+    from . import triton_ops
 
-        reason = triton_ops.unavailable_reason(device)
-        if reason is not None:
-            raise ValueError(f"impl=triton cannot run on {device}: {reason}")
-    return impl
+    reason = triton_ops.unavailable_reason(device)
+    if reason is None:
+        reason = triton_ops.trial(_trial_plans() if generator is None else generator, device)
+    if reason is None:
+        return "triton"
+    if impl == "triton":
+        raise ValueError(f"impl=triton cannot run on {device}: {reason}")
+    message = f"impl=auto: the Triton kernels are not used on {device} ({reason}); using impl=fast"
+    if message not in _SAID:
+        _SAID.add(message)
+        logging.getLogger(__name__).warning(message)
+    return "fast"
+
+
+_SAID: set[str] = set()  # log lines already written by this process
+
+
+@functools.cache
+def _trial_plans() -> torch.nn.Module:
+    """The layers of the StyleGAN3 T and R plans at 1024 px (one channel each: only their filters matter)."""
+    from .bench import build_plan
+
+    return torch.nn.ModuleList([build_plan(config, 1024, w_dim=4, channel_max=1) for config in ("t", "r")])
 
 
 def init_distributed(device: torch.device, env: DistEnv) -> None:

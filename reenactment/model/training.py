@@ -106,7 +106,7 @@ class TrainMapperConfig:
     seed: int = 0  # initial weights, split and shuffling
     num_workers: int = 8  # DataLoader processes per training process (landmark images are drawn on the fly)
     device: str = "auto"  # auto: cuda:LOCAL_RANK if CUDA is available, else cpu
-    impl: str = "auto"  # generator ops: auto (triton on CUDA when Triton imports, else fast), fast, reference, triton
+    impl: str = "auto"  # generator ops: auto (triton on CUDA after a passed trial, else fast), fast, reference, triton
     mixed_precision: str = "auto"  # auto (bf16 on CUDA if supported, else fp16; off on CPU), bf16, fp16, off
     sync_batchnorm: bool = True  # BatchNorm statistics over the global batch under torchrun (CUDA only)
     resume: bool = True  # continue from out/latest.json when it exists (false: refuse to touch a used folder)
@@ -235,7 +235,7 @@ class MapperTrainer:
         if not self.cfg.network:
             raise ValueError("image_loss_weight > 0 needs network= (the generator the latents were inverted with)")
         G = stylegan3.load(self.cfg.network, device=self.device)
-        G.set_impl(resolve_impl(self.cfg.impl, self.device))
+        G.set_impl(resolve_impl(self.cfg.impl, self.device, G))
         if (G.num_ws, G.w_dim) != (self.data.num_ws, self.data.w_dim):
             raise ValueError(
                 f"generator {self.cfg.network} has W+ [{G.num_ws}, {G.w_dim}], "
