@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -75,6 +76,75 @@ class ConfigError(ValueError):
     """A config key that does not exist or a value of the wrong type."""
 
 
+# What one config value (a YAML file's or a key=value's) may hold, checked before it is looked at: a few KB of
+# YAML aliases can stand for 10^9 values, and nesting thousands deep overflows any recursive reader.
+MAX_VALUE_DEPTH = 32
+MAX_VALUE_ITEMS = 100_000  # values, each shared reference counted each time it appears
+
+
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """The values a number may take: from ``lo`` to ``hi`` (None: no bound); ``above``: ``lo`` itself is refused;
+    ``integer``: only ints (for settings that are not type-checked by a dataclass, such as a network's kwargs).
+
+    A config class lists its bounds in ``LIMITS: ClassVar[dict[str, Bounds | tuple[str, ...]]]`` (a tuple: the
+    allowed strings), beside its fields; they are checked whenever a YAML file or ``key=value`` sets the key."""
+
+    lo: float | None = None
+    hi: float | None = None
+    above: bool = False
+    integer: bool = False
+
+    def check(self, key: str, value: Any) -> None:
+        """ConfigError naming ``key`` unless ``value`` is a finite number within these bounds."""
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if self.integer and not (isinstance(value, int) and not isinstance(value, bool)):
+            raise ConfigError(f"{key}: expected an integer, got {_brief(value)}")
+        if not number or not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {_brief(value)}")
+        low = self.lo is not None and (value <= self.lo if self.above else value < self.lo)
+        if low or (self.hi is not None and value > self.hi):
+            raise ConfigError(f"{key}: {_brief(value)} is out of range ({self})")
+        return None
+
+    def __str__(self) -> str:
+        lo = None if self.lo is None else f"{'above' if self.above else 'at least'} {self.lo:g}"
+        hi = None if self.hi is None else f"at most {self.hi:g}"
+        return ", ".join(x for x in (lo, hi) if x) or "any number"
+
+
+def check_limit(key: str, value: Any, limit: Bounds | tuple[str, ...]) -> None:
+    """ConfigError naming ``key`` unless ``value`` is within ``limit`` (Bounds, or a tuple of allowed strings)."""
+    if isinstance(limit, Bounds):
+        limit.check(key, value)
+    elif value not in limit:
+        raise ConfigError(f"{key}: {_brief(value)} is not one of {', '.join(limit)}")
+
+
+def _brief(value: Any) -> str:
+    from .io import brief
+
+    return brief(value)
+
+
+def check_value_size(value: Any, key: str) -> None:
+    """ConfigError naming ``key`` for a value nested deeper than ``MAX_VALUE_DEPTH`` or holding more than
+    ``MAX_VALUE_ITEMS`` values (shared references, such as YAML aliases, counted each time): refused unexpanded."""
+    budget = MAX_VALUE_ITEMS
+    todo = [(value, 0)]
+    while todo:
+        item, depth = todo.pop()
+        budget -= 1
+        if budget < 0:
+            raise ConfigError(f"{key}: holds more than {MAX_VALUE_ITEMS:,} values (YAML aliases expanded)")
+        if depth > MAX_VALUE_DEPTH:
+            raise ConfigError(f"{key}: nests deeper than {MAX_VALUE_DEPTH} levels")
+        if isinstance(item, dict):
+            todo += [(x, depth + 1) for pair in item.items() for x in pair]
+        elif isinstance(item, (list, tuple, set)):
+            todo += [(x, depth + 1) for x in item]
+
+
 def _check(value: Any, hint: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
@@ -83,33 +153,38 @@ def _check(value: Any, hint: Any, key: str) -> Any:
                 return _check(value, option, key)
             except ConfigError:
                 continue
-        raise ConfigError(f"{key}: {value!r} does not fit {hint}")
+        raise ConfigError(f"{key}: {_brief(value)} does not fit {hint}")
     if hint is type(None):
         if value is None:
             return None
-        raise ConfigError(f"{key}: expected null, got {value!r}")
+        raise ConfigError(f"{key}: expected null, got {_brief(value)}")
     if hint is Any:
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {_brief(value)}")
         (item,) = typing.get_args(hint)[:1] or (Any,)
         return [_check(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {_brief(value)}")
         return dict(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-8 (no dot) as a string
         try:
             return float(value)
+        except OverflowError:
+            raise ConfigError(f"{key}: {_brief(value)} is too large") from None
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-8 (no dot) as a string
+        try:
+            value = float(value)
         except ValueError:
             pass
+    if hint is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: expected a finite number, got {value}")
     if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)  # e.g. seeds=7
+        return _brief(value) if isinstance(value, int) and value.bit_length() > 200 else str(value)  # seeds=7
     if isinstance(hint, type) and not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+        raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {_brief(value)}")
     return value
 
 
@@ -152,7 +227,11 @@ def _apply(obj: Any, key: str, value: Any, prefix: str = "") -> None:
         return
     if rest:
         raise ConfigError(f"'{prefix}{head}' has no sub-keys")
-    setattr(obj, head, _check(value, hints[head], prefix + head))
+    value = _check(value, hints[head], prefix + head)
+    limit = getattr(type(obj), "LIMITS", {}).get(head)
+    if limit is not None and value is not None:
+        check_limit(prefix + head, value, limit)
+    setattr(obj, head, value)
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
@@ -160,17 +239,42 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     visible_fields(cls)  # two option groups lending one key: an error in the class, whatever is given
     cfg = cls()
     if path is not None:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            text = Path(path).read_bytes().decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not a UTF-8 text file (byte {err.start})") from None
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read it ({err.strerror or err})") from None
+        data = _parse_yaml(text, str(path)) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
+        check_value_size(data, str(path))
         for key, value in data.items():
-            _apply(cfg, str(key), value)
+            try:
+                _apply(cfg, str(key), value)
+            except ConfigError as err:
+                raise ConfigError(f"{path}: {err}") from None
     for item in overrides or []:
         key, sep, text = item.partition("=")
         if not sep:
-            raise ConfigError(f"override '{item}' is not of the form key=value")
-        _apply(cfg, key.strip(), yaml.safe_load(text) if text.strip() else "")
+            raise ConfigError(f"override '{_brief(item)[1:-1]}' is not of the form key=value")
+        value = _parse_yaml(text, key.strip()) if text.strip() else ""
+        check_value_size(value, key.strip())
+        _apply(cfg, key.strip(), value)
     return cfg
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load(text)``; a YAML error or nesting too deep for the parser as one ConfigError naming ``where``."""
+    try:
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{where}: YAML nests too deep") from None
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err)
+        mark = getattr(err, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(f"{where}: not valid YAML: {' '.join(str(problem).split())}{at}") from None
 
 
 _BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0"}
@@ -225,8 +329,12 @@ def parse_cli(cls: type[T], argv: list[str] | None, description: str = "") -> T:
     import argparse
     import sys
 
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> typing.NoReturn:  # one line and status 1, as every refused value
+            exit_with_error(f"{message} (--help lists the keys)")
+
     lines = [f"  {k} = {v!r}" for k, v in to_dict(cls()).items()]
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description=description,
         epilog="config keys (defaults):\n" + "\n".join(lines),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -236,8 +344,8 @@ def parse_cli(cls: type[T], argv: list[str] | None, description: str = "") -> T:
     args = parser.parse_args(_flags_to_overrides(sys.argv[1:] if argv is None else argv, cls))
     try:
         return load_config(cls, args.config, args.overrides)
-    except (ConfigError, OSError, yaml.YAMLError) as err:
-        parser.error(str(err))
+    except (ConfigError, OSError) as err:
+        exit_with_error(err)
 
 
 def config_yaml(cfg: Any) -> str:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any, ClassVar
+
 import numpy as np
 import torch
 from torch import nn
 
+from .config import Bounds, ConfigError, check_limit
 from .ops import bias_act, normalize_2nd_moment
 
 IMPLS = ("fast", "reference", "triton")  # the ops implementations a generator can run (GeneratorMixin.set_impl)
@@ -115,8 +119,63 @@ class MappingNetwork(nn.Module):
         return f"z_dim={self.z_dim}, c_dim={self.c_dim}, w_dim={self.w_dim}, num_ws={self.num_ws}"
 
 
+def _integer(lo: int, hi: int) -> Bounds:
+    return Bounds(lo, hi, integer=True)
+
+
 class GeneratorMixin:
     """What the StyleGAN2 and StyleGAN3 generators share besides their synthesis networks."""
+
+    # Limits of the constructor arguments, checked before anything is built (``check_init_kwargs``, called by
+    # ``stylegan3.io.build``): NVIDIA's released networks lie well inside them; a weights file or generator.json
+    # outside them is refused in one line instead of allocating, hanging or failing deep in a constructor.
+    # Subclasses add their synthesis network's in SYNTHESIS_LIMITS (dotted keys reach into mapping_kwargs).
+    INIT_LIMITS: ClassVar[dict[str, Bounds | tuple[str, ...]]] = {
+        "z_dim": _integer(1, 4096),
+        "c_dim": _integer(0, 16384),
+        "w_dim": _integer(1, 4096),
+        "img_resolution": _integer(4, 4096),
+        "img_channels": _integer(1, 4),
+        "mapping_kwargs.num_layers": _integer(1, 32),
+        "mapping_kwargs.embed_features": _integer(1, 4096),
+        "mapping_kwargs.layer_features": _integer(1, 4096),
+        "mapping_kwargs.activation": ("lrelu", "linear", "relu"),
+    }
+    SYNTHESIS_LIMITS: ClassVar[dict[str, Bounds | tuple[str, ...]]] = {}
+    MAX_PARAMETERS = 1 << 28  # an upper bound of the weights, estimated before building (1 GiB of float32)
+    MAX_SETTING_ITEMS = 64  # values in one list or dict of settings (resample_filter: 4)
+
+    @classmethod
+    def check_init_kwargs(cls, kwargs: dict[str, Any]) -> None:
+        """ConfigError (a ValueError) naming the first argument that is not a finite number where one is due, lies
+        outside the limits, or makes the network larger than ``MAX_PARAMETERS``; nothing is built."""
+        _check_settings(kwargs, "", 0, cls.MAX_SETTING_ITEMS)
+        missing = [k for k in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels") if kwargs.get(k) is None]
+        if missing:
+            raise ConfigError(f"missing {', '.join(missing)}")
+        mapping = kwargs.get("mapping_kwargs")
+        if mapping is not None and not isinstance(mapping, dict):
+            raise ConfigError(f"mapping_kwargs: expected a mapping, got {type(mapping).__name__}")
+        for key, limit in {**GeneratorMixin.INIT_LIMITS, **cls.SYNTHESIS_LIMITS}.items():
+            head, _, sub = key.partition(".")
+            value = (kwargs.get(head) or {}).get(sub) if sub else kwargs.get(head)
+            if value is not None:
+                check_limit(key, value, limit)
+        estimate = cls.parameter_bound(kwargs)
+        if estimate > cls.MAX_PARAMETERS:
+            raise ConfigError(
+                f"these settings make a network of up to {estimate:,} parameters (the limit is {cls.MAX_PARAMETERS:,})"
+            )
+
+    @classmethod
+    def parameter_bound(cls, kwargs: dict[str, Any]) -> int:
+        """An upper bound of the mapping network's parameter count (``check_init_kwargs``: values within limits);
+        subclasses add their synthesis network's."""
+        mapping = kwargs.get("mapping_kwargs") or {}
+        w_dim, z_dim, c_dim = (int(kwargs.get(k) or 0) for k in ("w_dim", "z_dim", "c_dim"))
+        embed = int(mapping.get("embed_features") or w_dim)
+        width = max(z_dim + embed, int(mapping.get("layer_features") or w_dim), w_dim)
+        return int(mapping.get("num_layers") or 8) * width * (width + 1) + c_dim * embed
 
     def _store_init_args(
         self,
@@ -199,3 +258,21 @@ class GeneratorMixin:
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each synthesis layer (block) in backward instead of storing its activations."""
         self.synthesis.gradient_checkpointing = enabled
+
+
+def _check_settings(value: Any, key: str, depth: int, max_items: int) -> None:
+    """Every number in the settings finite, every list or dict short, strings short, nothing nested deep."""
+    if depth > 3:
+        raise ConfigError(f"{key}: nests deeper than 3 levels")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: expected a finite number, got {value}")
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 32:
+        raise ConfigError(f"{key}: an integer of {value.bit_length()} bits is out of range")
+    if isinstance(value, str) and len(value) > 64:
+        raise ConfigError(f"{key}: a string of {len(value)} characters")
+    if isinstance(value, (list, tuple, dict)):
+        if len(value) > max_items:
+            raise ConfigError(f"{key or 'init_kwargs'}: {len(value)} entries (at most {max_items})")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for k, v in items:
+            _check_settings(v, f"{key}.{k}" if key else str(k), depth + 1, max_items)
