@@ -108,15 +108,26 @@ class Bounds:
         return None
 
     def __str__(self) -> str:
-        lo = None if self.lo is None else f"{'above' if self.above else 'at least'} {self.lo:g}"
-        hi = None if self.hi is None else f"at most {self.hi:g}"
+        lo = None if self.lo is None else f"{'above' if self.above else 'at least'} {_number(self.lo)}"
+        hi = None if self.hi is None else f"at most {_number(self.hi)}"
         return ", ".join(x for x in (lo, hi) if x) or "any number"
 
 
-def check_limit(key: str, value: Any, limit: Bounds | tuple[str, ...]) -> None:
-    """ConfigError naming ``key`` unless ``value`` is within ``limit`` (Bounds, or a tuple of allowed strings)."""
+NOT_EMPTY = "not empty"  # a LIMITS entry: the text may not be empty (an output folder: "" would be the cwd)
+
+
+def _number(x: float) -> str:
+    return f"{int(x):,}" if float(x).is_integer() and abs(x) >= 1000 else f"{x:g}"
+
+
+def check_limit(key: str, value: Any, limit: Bounds | tuple[str, ...] | str) -> None:
+    """ConfigError naming ``key`` unless ``value`` is within ``limit``: Bounds, a tuple of allowed strings, or
+    NOT_EMPTY."""
     if isinstance(limit, Bounds):
         limit.check(key, value)
+    elif limit == NOT_EMPTY:
+        if not str(value).strip():
+            raise ConfigError(f"{key}: may not be empty")
     elif value not in limit:
         raise ConfigError(f"{key}: {_brief(value)} is not one of {', '.join(limit)}")
 

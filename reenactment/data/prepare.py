@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from reenactment.faces.align import Crop, crop_transform, face_crop, stabilize_c
 from reenactment.faces.landmarks import LandmarkDetector, NoFaceError, inter_ocular_distance
 from reenactment.faces.tracking import TrackingOptions
 from reenactment.media.video import VIDEO_SUFFIXES, VideoReader, VideoReadError
-from stylegan3.config import inline
+from stylegan3.config import Bounds, inline
 from stylegan3.images import IMAGE_SUFFIXES, ImageReadError, read_image, write_image
 from stylegan3.io import atomic_write
 
@@ -55,11 +56,20 @@ class PrepareOptions:
     jpeg_quality: int = 95
     backend: str = "dlib"  # landmark backend: dlib or mediapipe
     tracking: TrackingOptions = inline(TrackingOptions)  # smooth*, tilt, crop, crop_sigma_s
+    LIMITS: ClassVar[dict] = {
+        "fps": Bounds(0, 1000, above=True),
+        "size": Bounds(16, 4096),
+        "image_format": ("png", "jpg"),
+        "jpeg_quality": Bounds(1, 100),
+    }
 
 
 def identity_regex(pattern: str) -> re.Pattern:
-    """The compiled identity pattern of a preset name or a regular expression."""
-    regex = re.compile(IDENTITY_PRESETS.get(pattern, pattern))
+    """The compiled identity pattern of a preset name or a regular expression; ValueError naming a bad one."""
+    try:
+        regex = re.compile(IDENTITY_PRESETS.get(pattern, pattern))
+    except (re.error, RecursionError, OverflowError) as err:
+        raise ValueError(f"identity pattern {pattern[:60]!r} is not a regular expression ({err})") from None
     if "identity" not in regex.groupindex:
         raise ValueError(f"identity pattern {pattern!r} has no (?P<identity>...) group and is not a preset")
     return regex
