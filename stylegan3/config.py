@@ -132,6 +132,52 @@ def check_limit(key: str, value: Any, limit: Bounds | tuple[str, ...] | str) -> 
         raise ConfigError(f"{key}: {_brief(value)} is not one of {', '.join(limit)}")
 
 
+MAX_SETTING_DEPTH = 3  # a network's kwargs: mapping_kwargs is one level down
+
+
+def check_settings(settings: dict, limits: dict[str, Bounds | tuple[str, ...] | str], max_items: int = 64) -> None:
+    """A network's constructor arguments (read from a weights file) before anything is built: every number finite
+    and at most 32 bits, every list or dict at most ``max_items`` long, strings short, nothing nested deeper than
+    ``MAX_SETTING_DEPTH``, and each key of ``limits`` within its limit (``a.b``: key b of the mapping a; ``a[]``:
+    every item of the list a; a missing or None value is left to the constructor). ConfigError naming the key."""
+    if not isinstance(settings, dict):
+        raise ConfigError(f"expected a mapping of settings, got {type(settings).__name__}")
+    _check_plain(settings, "", 0, max_items)
+    for key, limit in limits.items():
+        head, _, sub = key.partition(".")
+        value = settings.get(head.removesuffix("[]"))
+        if sub:
+            if value is not None and not isinstance(value, dict):
+                raise ConfigError(f"{head}: expected a mapping, got {type(value).__name__}")
+            value = (value or {}).get(sub)
+        if value is None:
+            continue
+        if head.endswith("[]"):
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{head[:-2]}: expected a list, got {type(value).__name__}")
+            for i, item in enumerate(value):
+                check_limit(f"{head[:-2]}[{i}]", item, limit)
+        else:
+            check_limit(key, value, limit)
+
+
+def _check_plain(value: Any, key: str, depth: int, max_items: int) -> None:
+    if depth > MAX_SETTING_DEPTH:
+        raise ConfigError(f"{key}: nests deeper than {MAX_SETTING_DEPTH} levels")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: expected a finite number, got {value}")
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 32:
+        raise ConfigError(f"{key}: an integer of {value.bit_length()} bits is out of range")
+    if isinstance(value, str) and len(value) > 64:
+        raise ConfigError(f"{key}: a string of {len(value)} characters")
+    if isinstance(value, (list, tuple, dict)):
+        if len(value) > max_items:
+            raise ConfigError(f"{key or 'settings'}: {len(value)} entries (at most {max_items})")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for k, v in items:
+            _check_plain(v, f"{key}.{k}" if key else str(k), depth + 1, max_items)
+
+
 def _brief(value: Any) -> str:
     from .io import brief
 

@@ -303,6 +303,18 @@ def build(architecture: str, init_kwargs: dict) -> nn.Module:
         raise ValueError(f"unsupported {architecture} settings ({_describe(err)})") from err
 
 
+MAX_PARAMETERS = 1 << 28  # a network built from a weights folder's config: 1 GiB of float32 at most
+
+
+def check_network_size(build: Callable[[], nn.Module]) -> None:
+    """Build the network on the meta device (no memory, no initialisation) and raise ValueError when it has more
+    than ``MAX_PARAMETERS`` parameters; for networks made of plain torch layers (the mapper, the encoder)."""
+    with torch.device("meta"):
+        count = sum(p.numel() for p in build().parameters())
+    if count > MAX_PARAMETERS:
+        raise ValueError(f"its settings make a network of {count:,} parameters (the limit is {MAX_PARAMETERS:,})")
+
+
 def load_state_strict(G: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Copy ``state`` into ``G`` (any module) key by key; missing, extra or mis-shaped entries are
     WeightsFileError naming ``source``."""

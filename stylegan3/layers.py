@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from .config import Bounds, ConfigError, check_limit
+from .config import Bounds, ConfigError, check_settings
 from .ops import bias_act, normalize_2nd_moment
 
 IMPLS = ("fast", "reference", "triton")  # the ops implementations a generator can run (GeneratorMixin.set_impl)
@@ -149,18 +148,10 @@ class GeneratorMixin:
     def check_init_kwargs(cls, kwargs: dict[str, Any]) -> None:
         """ConfigError (a ValueError) naming the first argument that is not a finite number where one is due, lies
         outside the limits, or makes the network larger than ``MAX_PARAMETERS``; nothing is built."""
-        _check_settings(kwargs, "", 0, cls.MAX_SETTING_ITEMS)
+        check_settings(kwargs, {**GeneratorMixin.INIT_LIMITS, **cls.SYNTHESIS_LIMITS}, cls.MAX_SETTING_ITEMS)
         missing = [k for k in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels") if kwargs.get(k) is None]
         if missing:
             raise ConfigError(f"missing {', '.join(missing)}")
-        mapping = kwargs.get("mapping_kwargs")
-        if mapping is not None and not isinstance(mapping, dict):
-            raise ConfigError(f"mapping_kwargs: expected a mapping, got {type(mapping).__name__}")
-        for key, limit in {**GeneratorMixin.INIT_LIMITS, **cls.SYNTHESIS_LIMITS}.items():
-            head, _, sub = key.partition(".")
-            value = (kwargs.get(head) or {}).get(sub) if sub else kwargs.get(head)
-            if value is not None:
-                check_limit(key, value, limit)
         estimate = cls.parameter_bound(kwargs)
         if estimate > cls.MAX_PARAMETERS:
             raise ConfigError(
@@ -258,21 +249,3 @@ class GeneratorMixin:
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each synthesis layer (block) in backward instead of storing its activations."""
         self.synthesis.gradient_checkpointing = enabled
-
-
-def _check_settings(value: Any, key: str, depth: int, max_items: int) -> None:
-    """Every number in the settings finite, every list or dict short, strings short, nothing nested deep."""
-    if depth > 3:
-        raise ConfigError(f"{key}: nests deeper than 3 levels")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{key}: expected a finite number, got {value}")
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 32:
-        raise ConfigError(f"{key}: an integer of {value.bit_length()} bits is out of range")
-    if isinstance(value, str) and len(value) > 64:
-        raise ConfigError(f"{key}: a string of {len(value)} characters")
-    if isinstance(value, (list, tuple, dict)):
-        if len(value) > max_items:
-            raise ConfigError(f"{key or 'init_kwargs'}: {len(value)} entries (at most {max_items})")
-        items = value.items() if isinstance(value, dict) else enumerate(value)
-        for k, v in items:
-            _check_settings(v, f"{key}.{k}" if key else str(k), depth + 1, max_items)
