@@ -17,16 +17,16 @@ def parse_seeds(text: str | int) -> list[int]:
     for part in str(text).split(","):
         lo, sep, hi = part.strip().partition("-")
         if not lo.isascii() or not lo.isdigit() or (sep and not (hi.isascii() and hi.isdigit())) or len(part) > 25:
-            raise ValueError(f"bad seed list {text[:40]!r}: use non-negative integers and ranges like 0-7,12")
+            raise ValueError(f"seeds: bad seed list {text[:40]!r}: use non-negative integers and ranges like 0-7,12")
         first, last = int(lo), int(hi) if sep else int(lo)
         if last < first:
-            raise ValueError(f"seed range {part.strip()} runs backwards: write it {last}-{first}")
+            raise ValueError(f"seeds: the range {part.strip()} runs backwards: write it {last}-{first}")
         if last > MAX_SEED:
-            raise ValueError(f"seed {last} is too large: seeds run from 0 to {MAX_SEED}")
+            raise ValueError(f"seeds: {last} is too large: seeds run from 0 to {MAX_SEED}")
         ranges.append((first, last))
     count = sum(last - first + 1 for first, last in ranges)
     if count > MAX_SEEDS:
-        raise ValueError(f"seeds {text[:40]!r} ask for {count:,} images: at most {MAX_SEEDS:,} per run")
+        raise ValueError(f"seeds: {text[:40]!r} asks for {count:,} images: at most {MAX_SEEDS:,} per run")
     return [seed for first, last in ranges for seed in range(first, last + 1)]
 
 
