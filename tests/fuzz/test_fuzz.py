@@ -257,12 +257,12 @@ def _opcode_program(kind: str, n: int, width: int) -> bytes:
     elif kind == "deep-dict":
         body = b"}" + (b"\x8c\x01k" + b"}") * 0 + b"(\x8c\x01k}" * n + b"s" * n
     else:
-        body = b"]\x94" if kind == "laughs-list" else b")\x94"
-        for i in range(n):
-            refs = b"h" + struct.pack("<B", min(i, 255)) if i < 256 else b"j" + struct.pack("<I", i)
+        body = b"]\x94" if kind == "laughs-list" else b")\x94"  # memo 2 (0: the dict, 1: "G_ema")
+        for i in range(2, n + 2):  # memo i + 1 holds ``width`` references to memo i
+            refs = b"h" + bytes([i]) if i < 256 else b"j" + struct.pack("<I", i)
             body += b"(" + refs * width + (b"l" if kind == "laughs-list" else b"t") + b"\x94"
         if kind == "laughs-frozenset":
-            body += b"(" + b"h" + struct.pack("<B", min(n, 255)) + b"\x91"
+            body += b"(" + (b"h" + bytes([n + 2]) if n + 2 < 256 else b"j" + struct.pack("<I", n + 2)) + b"\x91"
     return head + body + b"s."
 
 
