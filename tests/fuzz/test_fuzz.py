@@ -122,10 +122,29 @@ def laughs(depth: int, width: int) -> list:
     return value
 
 
-structures = st.one_of(
-    st.integers(20, 500).map(deep_list),
-    st.tuples(st.integers(10, 40), st.integers(2, 10)).map(lambda a: laughs(*a)),
+# Values too large to print are drawn as their recipe and built in the test (a failure prints the recipe).
+recipes = st.one_of(
+    st.tuples(st.just("deep"), st.integers(20, 100)),
+    st.tuples(st.just("laughs"), st.integers(10, 40), st.integers(2, 10)),
+    st.tuples(st.just("huge-int"), st.integers(4301, 6000)),
 )
+json_recipes = st.one_of(
+    st.tuples(st.just("deep"), st.integers(20, 3000)), st.tuples(st.just("huge-int"), st.integers(4301, 6000))
+)
+
+
+def cook(recipe: tuple):
+    """The value of a recipe: a list nested ``n`` deep, ``w ** d`` values in ``d`` shared lists, a ``n``-digit int."""
+    if recipe[0] == "deep":
+        return deep_list(recipe[1])
+    if recipe[0] == "laughs":
+        return laughs(recipe[1], recipe[2])
+    sys.set_int_max_str_digits(0)  # restored by restore_int_digits
+    return int("9" * recipe[1])
+
+
+def restore_int_digits() -> None:
+    sys.set_int_max_str_digits(4300)
 
 
 # --------------------------------------------------------------------------------------------- NVIDIA pickles
@@ -274,12 +293,18 @@ def test_pickle_bytes(worker, nvidia, data):
     run(worker, "generator", {"files": {"G.pkl": blob}, "path": "G.pkl"}, "pickle: bytes", f"{len(blob)} bytes")
 
 
-@given(key=st.sampled_from(KWARG_KEYS) | st.text(max_size=8), value=hostile | structures)
+@given(key=st.sampled_from(KWARG_KEYS) | st.text(max_size=8), value=hostile, recipe=st.none() | recipes)
 @examples(quick=8)
-def test_pickle_init_kwargs(worker, nvidia, key, value):
+def test_pickle_init_kwargs(worker, nvidia, key, value, recipe):
     """One constructor argument of the generator replaced by a hostile value (sizes, NaN, strings, deep or
-    shared structures)."""
-    blob = _edited_pickle(nvidia.record, lambda r: _set_kwarg(r, key, value))
+    shared structures, huge integers)."""
+    if recipe is not None:
+        value = cook(recipe)
+    try:
+        blob = _edited_pickle(nvidia.record, lambda r: _set_kwarg(r, key, value))
+    finally:
+        restore_int_digits()
+    value = recipe or value
     run(
         worker, "generator", {"files": {"G.pkl": blob}, "path": "G.pkl"}, "pickle: _init_kwargs", f"{key}={value!r:.80}"
     )
@@ -349,10 +374,29 @@ def _json_set(config, path: tuple, value):
 
 json_hostile = st.one_of(
     hostile,
-    st.integers(20, 3000).map(deep_list),
-    st.just(10**5000),
+    json_recipes,  # cooked by json_text
     st.sampled_from(["", "landmark-reenact/stylegan", "stylegan3", "stylegan2", 2, 1.5, True]),
 )
+
+
+def json_text(value) -> str:
+    """JSON of ``value`` with its recipes (tuples: JSON has none) cooked; NaN and Infinity as Python writes them."""
+
+    def cooked(v):
+        if isinstance(v, tuple):
+            return cook(v)
+        if isinstance(v, dict):
+            return {k: cooked(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [cooked(x) for x in v]
+        return v
+
+    try:
+        return json.dumps(cooked(value), allow_nan=True)
+    except RecursionError:
+        return "[" * 5000 + "]" * 5000
+    finally:
+        restore_int_digits()
 
 
 @st.composite
@@ -363,14 +407,7 @@ def folder_case(draw, files: dict[str, bytes], config_name: str, weights_name: s
         config = json.loads(files[config_name])
         path = draw(st.sampled_from(_json_paths(config)))
         config = _json_set(config, path, draw(json_hostile))
-        sys.set_int_max_str_digits(0)
-        try:
-            text = json.dumps(config, allow_nan=True)
-        except RecursionError:
-            text = "[" * 5000 + "]" * 5000
-        finally:
-            sys.set_int_max_str_digits(4300)
-        files[config_name] = text.encode()
+        files[config_name] = json_text(config).encode()
     elif how == "config-bytes":
         files[config_name] = draw(mutated(files[config_name]))
     elif how == "weights-bytes":
@@ -465,15 +502,7 @@ def test_manifests(worker, data):
         i = data.draw(st.integers(0, len(records) - 1))
         key = data.draw(st.sampled_from(sorted(records[i])) | st.text(max_size=6))
         records[i][key] = data.draw(json_hostile)
-    lines = []
-    for r in records:
-        try:
-            sys.set_int_max_str_digits(0)
-            lines.append(json.dumps(r, allow_nan=True))
-        except RecursionError:
-            lines.append("[" * 3000)
-        finally:
-            sys.set_int_max_str_digits(4300)
+    lines = [json_text(r) for r in records]
     if how == "line":
         lines.insert(data.draw(st.integers(0, len(lines))), data.draw(st.sampled_from(["[]", "1", '"x"', "null",
                      "{", "\udcff".encode("utf-8", "surrogateescape").decode("latin-1"), "[" * 100000])))  # fmt: skip
