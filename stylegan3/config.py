@@ -267,7 +267,7 @@ def _apply(obj: Any, key: str, value: Any, prefix: str = "") -> None:
     head, _, rest = key.partition(".")
     fields = visible_fields(obj)
     if head not in fields:
-        raise ConfigError(f"unknown config key '{prefix}{head}'; valid keys: {', '.join(sorted(fields))}")
+        raise ConfigError(f"unknown config key '{(prefix + head)[:80]}'; valid keys: {', '.join(sorted(fields))}")
     path, _ = fields[head]
     for name in path:  # an inline group's key: set it on the group
         obj = getattr(obj, name)
@@ -317,7 +317,12 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             raise ConfigError(f"override '{_brief(item)[1:-1]}' is not of the form key=value")
         value = _parse_yaml(text, key.strip()) if text.strip() else ""
         check_value_size(value, key.strip())
-        _apply(cfg, key.strip(), value)
+        try:
+            _apply(cfg, key.strip(), value)
+        except ConfigError as err:
+            if key.strip() not in str(err):  # a key such as "." or "a..b": name it as given
+                raise ConfigError(f"{_brief(key.strip())}: {err}") from None
+            raise
     return cfg
 
 

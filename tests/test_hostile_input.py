@@ -319,3 +319,27 @@ def test_what_loads_today_still_loads(folder):
     for pkl in sorted(FIXTURES.glob("*.pkl")):
         assert stylegan3.load(pkl).img_resolution > 0
     assert stylegan3.load(folder).img_resolution == 1024
+
+
+# Found by the fuzz suite's first long run (tests/fuzz), after the 15 above.
+def test_fuzz_finding_video_metadata_that_is_not_utf8(tmp_path):
+    """An MP4 whose metadata (here the encoder tag) is not UTF-8: PyAV raised UnicodeDecodeError from av.open; the
+    video is read (the metadata is not ours to judge)."""
+    import numpy as np
+
+    from reenactment.media.video import VideoReader, VideoWriter
+
+    clip = tmp_path / "clip.mp4"
+    with VideoWriter(clip, fps=25, preset="ultrafast") as writer:
+        for t in range(4):
+            writer.write(np.full((32, 32, 3), 40 * t, np.uint8))
+    data = clip.read_bytes()
+    assert b"Lavf" in data
+    clip.write_bytes(data.replace(b"Lavf", b"\xffavf", 1))
+    with VideoReader(clip) as reader:
+        assert len(list(reader)) == 4
+
+
+def test_fuzz_finding_a_key_of_dots_is_named_as_given():
+    """``.=nan``: the refusal named the key '' (what is left of "." after splitting at the dots)."""
+    error_line(run_script("convert_pkl", ".=nan"), "'.'", "unknown config key")

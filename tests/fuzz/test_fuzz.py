@@ -184,6 +184,13 @@ def _pickleable(record: legacy.PersistentRecord) -> _Call:
     return _Call(_persistence(), meta)
 
 
+class Inputs(types.SimpleNamespace):
+    """A module fixture's base inputs, printed short when Hypothesis reports a failing case."""
+
+    def __repr__(self) -> str:
+        return f"<{', '.join(vars(self))}>"
+
+
 def _plain(value):
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
@@ -197,7 +204,7 @@ def nvidia():
     record = legacy.read_pickle(io.BytesIO(data))["G_ema"]
     record.state["_init_kwargs"] = _plain(record.state["_init_kwargs"])
     params = sorted(legacy.record_state_dict(record))
-    return types.SimpleNamespace(data=data, record=record, params=params)
+    return Inputs(data=data, record=record, params=params)
 
 
 def _edited_pickle(record: legacy.PersistentRecord, edit) -> bytes:
@@ -350,7 +357,7 @@ def folders(tmp_path_factory, nvidia):
     save_mapper(MappingNetwork(image_size=16, num_ws=2, w_dim=4, channels=(4, 4), hidden=8), root / "mapper")
     encoder = LatentEncoder(num_ws=2, w_dim=4, input_size=16, channels=(4, 4), blocks=1, hidden=8)
     save_encoder(encoder, root / "encoder", generator={}, training={})
-    return {name: _folder_bytes(root / name) for name in ("generator", "mapper", "encoder")}
+    return Inputs(**{name: _folder_bytes(root / name) for name in ("generator", "mapper", "encoder")})
 
 
 def _json_paths(value, prefix=()) -> list[tuple]:
@@ -421,7 +428,7 @@ def folder_case(draw, files: dict[str, bytes], config_name: str, weights_name: s
 @given(data=st.data())
 @examples(quick=6)
 def test_generator_folder(worker, folders, data):
-    files = data.draw(folder_case(folders["generator"], "generator.json", "generator.safetensors"))
+    files = data.draw(folder_case(folders.generator, "generator.json", "generator.safetensors"))
     payload = {"files": {f"generator/{k}": v for k, v in files.items()}, "path": "generator"}
     run(worker, "generator", payload, "folder: generator", str(sorted(files)))
 
@@ -429,14 +436,14 @@ def test_generator_folder(worker, folders, data):
 @given(data=st.data())
 @examples(quick=3)
 def test_mapper_folder(worker, folders, data):
-    files = data.draw(folder_case(folders["mapper"], "mapper.json", "mapper.safetensors"))
+    files = data.draw(folder_case(folders.mapper, "mapper.json", "mapper.safetensors"))
     run(worker, "mapper", {"files": {f"mapper/{k}": v for k, v in files.items()}}, "folder: mapper", "")
 
 
 @given(data=st.data())
 @examples(quick=3)
 def test_encoder_folder(worker, folders, data):
-    files = data.draw(folder_case(folders["encoder"], "encoder.json", "encoder.safetensors"))
+    files = data.draw(folder_case(folders.encoder, "encoder.json", "encoder.safetensors"))
     run(worker, "encoder", {"files": {f"encoder/{k}": v for k, v in files.items()}}, "folder: encoder", "")
 
 
@@ -462,7 +469,7 @@ def media(tmp_path_factory):
     with VideoWriter(video, fps=25, preset="ultrafast") as writer:
         for t in range(6):
             writer.write(np.roll(np.repeat(np.repeat(pixels, 2, 0), 2, 1)[:32, :32], t, axis=1))
-    return types.SimpleNamespace(images=images, video=video.read_bytes())
+    return Inputs(images=images, video=video.read_bytes())
 
 
 @given(fmt=st.sampled_from(["png", "jpg", "gif", "bmp", "png16"]), data=st.data())
