@@ -332,6 +332,8 @@ def _parse_yaml(text: str, where: str) -> Any:
         return yaml.safe_load(text)
     except RecursionError:
         raise ConfigError(f"{where}: YAML nests too deep") from None
+    except ValueError as err:  # a number of over 4300 digits
+        raise ConfigError(f"{where}: not a usable YAML value ({' '.join(str(err).split())[:120]})") from None
     except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or str(err)
         mark = getattr(err, "problem_mark", None)

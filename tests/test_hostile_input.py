@@ -343,3 +343,11 @@ def test_fuzz_finding_video_metadata_that_is_not_utf8(tmp_path):
 def test_fuzz_finding_a_key_of_dots_is_named_as_given():
     """``.=nan``: the refusal named the key '' (what is left of "." after splitting at the dots)."""
     error_line(run_script("convert_pkl", ".=nan"), "'.'", "unknown config key")
+
+
+def test_fuzz_finding_a_yaml_integer_of_5000_digits(tmp_path):
+    """PyYAML's int() of over 4300 digits raised ValueError (not a YAMLError): a traceback."""
+    error_line(run_script("generate", "seeds=" + "1" * 5000, f"out={tmp_path / 'o'}"), "seeds", "4300")
+    config = tmp_path / "c.yaml"
+    config.write_text("truncation_psi: " + "7" * 5000 + "\n")
+    error_line(run_script("generate", "--config", config, f"out={tmp_path / 'o'}"), str(config), "4300")
