@@ -17,17 +17,24 @@ OUT ?= out/demo
 SEEDS ?= 0-7
 JOBS ?= 2  # pytest-xdist workers for make test (each test file stays on one worker)
 CHROMIUM ?= /usr/bin/chromium
+# A 64 px face generator trained on DigiFace-1M (non-commercial research use): docs/real_faces.md
+DIGIFACE_WHEEL := gan-face-generate==1.1.1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup test docs-check demo generate app browser fuzz clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(VENV)/.digiface
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+# digiface-dcgan-64's weights: the wheel without its declared dependencies (its code is never imported).
+$(VENV)/.digiface: $(VENV)/.installed
+	$(PY) -m pip install --quiet --no-deps $(DIGIFACE_WHEEL)
 	touch $@
 
 test: setup browser

@@ -27,7 +27,7 @@ from stylegan3.compile import compiled_synthesis
 from stylegan3.config import Bounds
 from stylegan3.sampling import synthesize
 
-from .losses import InversionLoss
+from .losses import InversionLoss, LossWeights
 from .precision import autocast, check_precision, loss_scaler
 
 
@@ -89,6 +89,16 @@ class InversionResult:
     skipped_steps: int = 0
 
 
+def check_loss_applies(G: nn.Module, weights: LossWeights) -> None:
+    """A one-line ValueError when a loss term is on that has no meaning for ``G``: the delta-regulariser on a
+    generator whose W+ rows are not per-layer styles (``G.delta_reg_applies``; scripts call this before any work)."""
+    if weights.delta_reg and not G.delta_reg_applies:
+        raise ValueError(
+            f"loss.delta_reg={weights.delta_reg} has no meaning for this generator ({G.architecture}: its W+ "
+            "rows are not per-layer styles); set loss.delta_reg=0"
+        )
+
+
 def invert(
     G: nn.Module,
     targets: torch.Tensor,
@@ -111,6 +121,7 @@ def invert(
     n = targets.shape[0]
     if targets.ndim != 4 or targets.shape[-1] != G.img_resolution or targets.shape[-2] != G.img_resolution:
         raise ValueError(f"targets must be [N, 3, {G.img_resolution}, {G.img_resolution}], got {tuple(targets.shape)}")
+    check_loss_applies(G, loss_fn.weights)
     start = G.mean_w() if w_init is None else w_init
     start = start.to(device=device, dtype=torch.float32)
     if start.ndim == 2:

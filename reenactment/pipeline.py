@@ -31,6 +31,7 @@ from inversion.precision import autocast, check_precision
 from inversion.targets import to_tensor
 from inversion.tuning import TuningOptions, tune_generator
 from stylegan3.config import inline, to_dict
+from stylegan3.framing import FFHQ, Framing
 from stylegan3.images import IMAGE_SUFFIXES, WRITE_SUFFIXES, read_image, write_image
 from stylegan3.io import atomic_folder, atomic_write, cache_dir, network_fingerprint
 from stylegan3.sampling import synthesize, to_uint8
@@ -154,7 +155,7 @@ def prepare_source(
     image, points, note = detector.read_face(path, face)
     if note and report:
         report(note)
-    crop = face_crop(points, tilt)
+    crop = face_crop(points, tilt, G.framing)
     aligned, transform = warp_crop(image, crop, size=G.img_resolution)
     points_aligned = transform_points(transform, points.astype(np.float64))
     align = {"backend": detector.backend, "tilt": tilt}
@@ -257,9 +258,11 @@ def track_driving(
     size: int,
     options: DrivingOptions,
     on_frame: Callable[[], None] | None = None,
+    framing: str | Framing = FFHQ,
 ) -> DrivingTrack:
     """First pass over the driving clip: landmarks per frame (no face: the last good ones; before the first face:
-    the first good ones), smoothed, a steady crop, and the landmarks carried into the ``size`` aligned frame."""
+    the first good ones), smoothed, a steady crop (the generator's ``framing``), and the landmarks carried into the
+    ``size`` aligned frame."""
 
     def landmarks(frame: np.ndarray) -> np.ndarray:
         if on_frame:
@@ -290,7 +293,7 @@ def track_driving(
     tracking = options.tracking
     if video and tracking.smooth and len(track) > 2:
         track = tracking.smoothed(track, fps)
-    crops = np.stack([face_crop(p, tracking.tilt).as_array() for p in track])
+    crops = np.stack([face_crop(p, tracking.tilt, framing).as_array() for p in track])
     if video:
         crops = stabilize_crops(crops, fps, tracking.crop_sigma_s, tracking.crop)
     points = np.stack([transform_points(crop_transform(Crop.from_array(c), size), p) for c, p in zip(crops, track)])
@@ -424,7 +427,7 @@ def reenact(
     res = reenactor.G.img_resolution
     paste = PasteBack(reenactor.source, res) if paste_back else None
     output = output_path(driving, output)
-    track = track_driving(driving, detector, res, options, on_tracked)
+    track = track_driving(driving, detector, res, options, on_tracked, reenactor.G.framing)
     target = motion_target(reenactor.source.points, track, options, still=is_image(driving))
     if track_file:
         save_track(track_file, reenactor.source.points, track, target, None if is_image(driving) else track.fps)

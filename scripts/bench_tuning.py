@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> None:
         w_random = G.mapping(z.to(device), None, truncation_psi=0.5)
     radii = sorted({*cfg.alphas, cfg.tuning.tune_alpha}, reverse=True)  # drift of latents at these distances
     for photo in cfg.photos:
-        target = to_tensor(load_target(photo, G.img_resolution, True, "dlib", "largest")).to(device)
+        target = to_tensor(load_target(photo, G.img_resolution, True, "dlib", "largest", framing=G.framing))
+        target = target.to(device)
         pivot = invert(G, target, loss, InverterOptions(steps=cfg.steps)).w_plus
         with torch.no_grad():
             before = mse_loss(synthesize(G, pivot), target).item()

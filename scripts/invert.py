@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 import stylegan3
 from inversion.encoder import InitOptions, start_latents
-from inversion.inverter import InverterOptions, invert
+from inversion.inverter import InverterOptions, check_loss_applies, invert
 from inversion.losses import LossOptions
 from inversion.targets import to_tensor
 from inversion.tuning import TuningOptions, tune_generator
@@ -75,7 +75,10 @@ def main(argv: list[str] | None = None) -> Path:
         init_distributed(device, DistEnv())  # the current CUDA device, cuDNN's benchmark mode
         G = stylegan3.load(cfg.network, device=device)
         G.set_impl(resolve_impl(cfg.impl, device))
-        target = load_target(cfg.image, G.img_resolution, cfg.align, cfg.backend, cfg.face, report=print)
+        target = load_target(
+            cfg.image, G.img_resolution, cfg.align, cfg.backend, cfg.face, report=print, framing=G.framing
+        )
+        check_loss_applies(G, cfg.losses.loss)
         loss_fn = cfg.losses.build(device)
         options = cfg.inverter.resolved(device)  # joint_pass: auto -> true on CUDA
         encoder = cfg.start.load(G, cfg.network)

