@@ -382,7 +382,7 @@ def _json_set(config, path: tuple, value):
 json_hostile = st.one_of(
     hostile,
     json_recipes,  # cooked by json_text
-    st.sampled_from(["", "landmark-reenact/stylegan", "stylegan3", "stylegan2", 2, 1.5, True]),
+    st.sampled_from(["", "landmark-reenact/stylegan", "stylegan3", "stylegan2", "dcgan", 2, 1.5, True]),
 )
 
 
