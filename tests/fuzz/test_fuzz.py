@@ -281,14 +281,13 @@ def _opcode_program(kind: str, n: int, width: int) -> bytes:
     if kind == "deep-list":
         body = b"(" * n + b"]" + b"l" * n
     elif kind == "deep-dict":
-        body = b"}" + (b"\x8c\x01k" + b"}") * 0 + b"(\x8c\x01k}" * n + b"s" * n
+        body = b"}" + b"\x8c\x01k}" * n + b"s" * n  # {"k": {"k": ...}}
     else:
-        body = b"]\x94" if kind == "laughs-list" else b")\x94"  # memo 2 (0: the dict, 1: "G_ema")
+        get = lambda m: b"h" + bytes([m]) if m < 256 else b"j" + struct.pack("<I", m)  # noqa: E731
+        body = (b"]" if kind == "laughs-list" else b")") + b"\x940"  # memo 2 (0: the dict, 1: "G_ema"), popped
         for i in range(2, n + 2):  # memo i + 1 holds ``width`` references to memo i
-            refs = b"h" + bytes([i]) if i < 256 else b"j" + struct.pack("<I", i)
-            body += b"(" + refs * width + (b"l" if kind == "laughs-list" else b"t") + b"\x94"
-        if kind == "laughs-frozenset":
-            body += b"(" + (b"h" + bytes([n + 2]) if n + 2 < 256 else b"j" + struct.pack("<I", n + 2)) + b"\x91"
+            body += b"(" + get(i) * width + (b"l" if kind == "laughs-list" else b"t") + b"\x940"
+        body += b"(" + get(n + 2) + b"\x91" if kind == "laughs-frozenset" else get(n + 2)
     return head + body + b"s."
 
 
