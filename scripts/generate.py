@@ -61,7 +61,10 @@ def _build_generator(cfg: GenerateConfig) -> torch.nn.Module:
         "random weights (images are noise patterns, not faces); pass network=PATH_OR_NAME for real weights"
     )
     torch.manual_seed(0)
-    return build_plan(cfg.random_plan, cfg.random_resolution, w_dim=512).to(cfg.device)
+    try:
+        return build_plan(cfg.random_plan, cfg.random_resolution, w_dim=512).to(cfg.device)
+    except ValueError as err:  # the settings it was built from are the user's keys, not the network's
+        raise ValueError(f"random_plan={cfg.random_plan} random_resolution={cfg.random_resolution}: {err}") from None
 
 
 def main(argv: list[str] | None = None) -> Path:

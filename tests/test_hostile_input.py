@@ -351,3 +351,10 @@ def test_fuzz_finding_a_yaml_integer_of_5000_digits(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("truncation_psi: " + "7" * 5000 + "\n")
     error_line(run_script("generate", "--config", config, f"out={tmp_path / 'o'}"), str(config), "4300")
+
+
+def test_fuzz_finding_random_resolution_not_a_power_of_two_names_the_users_keys(tmp_path):
+    """random_plan=sg2 random_resolution=5 was refused as 'img_resolution: 5 is not a power of two', a key the user
+    never typed."""
+    proc = run_script("generate", "network=random", "random_plan=sg2", "random_resolution=5", f"out={tmp_path / 'o'}")
+    error_line(proc, "random_plan=sg2 random_resolution=5", "not a power of two")

@@ -94,6 +94,7 @@ def _cli(work: Path, payload: dict) -> tuple[str, str]:
     standing for the case's folder; a refusal must name one of ``names`` (the config file, the key)."""
     argv = [a.replace("{work}", str(work)) for a in payload["argv"]]
     names = [n.replace("{work}", str(work)) for n in payload["names"]]
+    names += [repr(n)[1:-1] for n in names]  # a key with control characters is named escaped
     module = importlib.import_module(f"scripts.{payload['script']}")
     out, err = io.StringIO(), io.StringIO()
     try:
