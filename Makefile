@@ -7,6 +7,8 @@
 # make generate - a grid of faces from seeds; G=path/or/known-name to use real weights
 # make app    - the web page on http://127.0.0.1:7860 with the make demo networks (UNTRAINED; made first if
 #               missing); G=... MAPPER=... serves real ones
+# make fuzz  - the fuzz suite's long mode: random hostile inputs for every reader of user files, minutes
+#               (FUZZ_EXAMPLES per target, default 150; the quick mode runs in make test; docs/errors.md)
 # make browser - Debian's chromium for the page's browser test (apt-get, when /usr/bin/chromium is missing)
 PYTHON ?= python3
 VENV ?= .venv
@@ -19,7 +21,7 @@ CHROMIUM ?= /usr/bin/chromium
 DIGIFACE_WHEEL := gan-face-generate==1.1.1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup test docs-check demo generate app browser clean
+.PHONY: setup test docs-check demo generate app browser fuzz clean
 
 setup: $(VENV)/.installed $(VENV)/.digiface
 
@@ -41,6 +43,9 @@ test: setup browser
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q -n $(JOBS) --dist loadfile
 	$(PY) -m pytest -q -m gpu_smoke tests/test_gpu_bench.py  # every step of scripts/gpu_bench.sh, tiny, on the CPU
+
+fuzz: setup
+	REENACT_FUZZ=long $(PY) -m pytest -q -p no:cacheprovider tests/fuzz/test_fuzz.py
 
 docs-check: setup
 	$(PY) -m scripts.docs_check

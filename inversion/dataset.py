@@ -54,18 +54,29 @@ def frames_from_input(path: str | Path) -> list[Frame]:
     if not path.is_file():
         raise FileNotFoundError(f"input not found: {path} (give a manifest.jsonl or a folder of images)")
     frames = []
-    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    for line_no, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{line_no}: not JSON ({err})") from None
+        except RecursionError:
+            raise ValueError(f"{path}:{line_no}: nests too deep") from None
+        except ValueError as err:  # not JSON, or an integer of over 4300 digits
+            raise ValueError(f"{path}:{line_no}: not JSON ({' '.join(str(err).split())[:200]})") from None
+        if not isinstance(rec, dict):
+            raise ValueError(f"{path}:{line_no}: expected a JSON object, got {type(rec).__name__}")
         if "skipped" in rec or "image" not in rec:
             continue
-        frames.append(
-            Frame(f"{rec['video']}/{int(rec['frame']):06d}", path.parent / rec["image"], rec["video"], rec["frame"])
-        )
+        video, index, image = rec.get("video"), rec.get("frame"), rec["image"]
+        if not isinstance(video, str) or not video or not isinstance(image, str) or not image:
+            raise ValueError(f"{path}:{line_no}: 'video' and 'image' must be non-empty strings")
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 10**9:
+            raise ValueError(f"{path}:{line_no}: 'frame' must be an integer from 0 to 10^9")
+        frames.append(Frame(f"{video}/{index:06d}", path.parent / image, video, index))
     return frames
 
 
@@ -256,9 +267,19 @@ def load_latents(out: str | Path) -> dict[str, np.ndarray]:
     """All finished latents of an ``invert_dataset.py`` output folder: frame id -> float32 [num_ws, w_dim]."""
     result: dict[str, np.ndarray] = {}
     for file in sorted((Path(out) / "latents").glob("shard_*.npz")):
-        with np.load(file) as data:
-            for i, w in zip(data["ids"], data["w"]):
-                result[str(i)] = w
+        try:
+            with np.load(file, allow_pickle=False) as data:
+                ids, w = data["ids"], data["w"]
+        except Exception as err:  # not a zip, truncated, a member missing or damaged, an object array
+            reason = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+            problem = f"latent shard '{file}' is unusable ({reason}); delete it and rerun invert_dataset.py"
+            raise ValueError(problem) from None
+        if ids.ndim != 1 or w.ndim != 3 or len(ids) != len(w) or ids.dtype.kind not in "US":
+            raise ValueError(f"latent shard '{file}' is unusable (ids {ids.shape} {ids.dtype}, w {w.shape})")
+        if w.dtype != np.float32 or not np.isfinite(w).all():
+            raise ValueError(f"latent shard '{file}' is unusable (w is {w.dtype}, or holds NaN or infinite values)")
+        for i, latent in zip(ids, w):
+            result[str(i)] = latent
     return result
 
 

@@ -16,15 +16,19 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stylegan3.config import Bounds, check_settings
 from stylegan3.io import (
     WeightsFileError,
     WeightsNotFoundError,
+    brief,
     check_config_format,
+    check_network_size,
     load_state_strict,
     network_fingerprint,
     read_json_config,
@@ -69,6 +73,16 @@ class ResidualBlock(nn.Module):
 
 class LatentEncoder(nn.Module):
     """E: [N, 3, H, W] image in [-1, 1] -> [N, num_ws, w_dim] W+ latent ``w_mean + offset(image)``."""
+
+    # Limits of a saved encoder's init_kwargs, checked before it is built (read_encoder).
+    INIT_LIMITS: ClassVar[dict] = {
+        "num_ws": Bounds(1, 64, integer=True),
+        "w_dim": Bounds(1, 4096, integer=True),
+        "input_size": Bounds(8, 4096, integer=True),
+        "channels[]": Bounds(1, 4096, integer=True),
+        "blocks": Bounds(0, 64, integer=True),
+        "hidden": Bounds(1, 16384, integer=True),
+    }
 
     def __init__(
         self,
@@ -175,9 +189,12 @@ def read_encoder(directory: str | os.PathLike) -> tuple[LatentEncoder, dict]:
     config = read_json_config(config_path)
     check_config_format(config, config_path, FORMAT, FORMAT_VERSION, "an encoder config")
     try:
+        check_settings(config["init_kwargs"], LatentEncoder.INIT_LIMITS, max_items=32)
+        check_network_size(lambda: LatentEncoder(**config["init_kwargs"]))
         encoder = LatentEncoder(**config["init_kwargs"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise WeightsFileError(config_path, f"not an encoder this code can build ({err!r})") from err
+    except Exception as err:  # a missing key, a value out of range or one the constructor rejects
+        problem = f"not an encoder this code can build ({type(err).__name__}: {brief(str(err), 300)})"
+        raise WeightsFileError(config_path, problem) from err
     load_state_strict(encoder, read_safetensors(weights_path), str(weights_path))
     return encoder.eval().requires_grad_(False), config
 

@@ -18,11 +18,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from stylegan3.compile import compiled_synthesis
+from stylegan3.config import Bounds
 from stylegan3.sampling import synthesize
 
 from .losses import InversionLoss, LossWeights
@@ -44,6 +46,17 @@ class InverterOptions:
     compile: bool = False  # torch.compile the synthesis network (stylegan3.compile)
     log_every: int = 10  # loss history and the early-stop check every N steps (0: no history, check every 10)
     joint_pass: bool | str = "auto"  # one forward/backward for the whole batch; auto: on CUDA only (else per image)
+    LIMITS: ClassVar[dict] = {
+        "steps": Bounds(0, 10_000_000),
+        "lr": Bounds(0, 10, above=True),
+        "beta1": Bounds(0, 1),
+        "beta2": Bounds(0, 1),
+        "eps": Bounds(0, 1, above=True),
+        "early_stop_patience": Bounds(0, None),
+        "early_stop_min_delta": Bounds(0, 1),
+        "precision": ("fp32", "bf16", "fp16"),
+        "log_every": Bounds(0, None),
+    }
 
     def resolved(self, device: torch.device | str) -> InverterOptions:
         """These options with ``joint_pass`` decided for ``device`` (a bool); ValueError for a bad value."""

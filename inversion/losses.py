@@ -7,10 +7,13 @@ returned per image ([N]), so a batch of images is a sum of independent problems.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from stylegan3.config import Bounds
 
 
 @dataclass
@@ -21,6 +24,7 @@ class LossWeights:
     lpips: float = 1.5
     id: float = 0.05
     delta_reg: float = 0.002
+    LIMITS: ClassVar[dict] = {name: Bounds(0, 1e6) for name in ("mse", "lpips", "id", "delta_reg")}
 
 
 def mse_loss(image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

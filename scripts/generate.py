@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from PIL import Image
 
 import stylegan3
 from stylegan3 import WeightsFileError, WeightsNotFoundError
-from stylegan3.bench import build_plan
-from stylegan3.config import exit_with_error, parse_cli, save_config
+from stylegan3.bench import PLANS, build_plan
+from stylegan3.config import NOT_EMPTY, Bounds, exit_with_error, parse_cli, save_config
+from stylegan3.networks_stylegan2 import NOISE_MODES
 from stylegan3.runtime import resolve_impl
 from stylegan3.sampling import generate, make_grid, parse_seeds
 
@@ -34,6 +36,15 @@ class GenerateConfig:
     batch_size: int = 4  # images per forward pass
     random_plan: str = "t"  # layer plan of network=random: t, r or sg2
     random_resolution: int = 128  # resolution of network=random
+    LIMITS: ClassVar[dict] = {
+        "truncation_psi": Bounds(-10, 10),
+        "truncation_cutoff": Bounds(0, 64),
+        "noise_mode": NOISE_MODES,
+        "out": NOT_EMPTY,
+        "batch_size": Bounds(1, 1024),
+        "random_plan": tuple(PLANS),
+        "random_resolution": Bounds(4, 4096),
+    }
 
 
 def load_generator(cfg: GenerateConfig) -> torch.nn.Module:
@@ -50,14 +61,17 @@ def _build_generator(cfg: GenerateConfig) -> torch.nn.Module:
         "random weights (images are noise patterns, not faces); pass network=PATH_OR_NAME for real weights"
     )
     torch.manual_seed(0)
-    return build_plan(cfg.random_plan, cfg.random_resolution, w_dim=512).to(cfg.device)
+    try:
+        return build_plan(cfg.random_plan, cfg.random_resolution, w_dim=512).to(cfg.device)
+    except ValueError as err:  # the settings it was built from are the user's keys, not the network's
+        raise ValueError(f"random_plan={cfg.random_plan} random_resolution={cfg.random_resolution}: {err}") from None
 
 
 def main(argv: list[str] | None = None) -> Path:
     cfg = parse_cli(GenerateConfig, argv, __doc__)
     try:
-        G = load_generator(cfg)
         seeds = parse_seeds(cfg.seeds)
+        G = load_generator(cfg)
     except (WeightsNotFoundError, WeightsFileError, ValueError) as err:  # missing or unusable weights, bad seeds
         exit_with_error(err)
     images = generate(G, seeds, cfg.truncation_psi, cfg.truncation_cutoff, cfg.noise_mode, cfg.batch_size)

@@ -37,7 +37,7 @@ from inversion.targets import to_tensor
 from inversion.tuning import TuningOptions, tune_generator
 from reenactment.faces.align import load_target
 from stylegan3 import WeightsFileError, WeightsNotFoundError
-from stylegan3.config import exit_with_error, inline, parse_cli, save_config
+from stylegan3.config import NOT_EMPTY, exit_with_error, inline, parse_cli, save_config
 from stylegan3.images import write_image
 from stylegan3.io import atomic_folder, atomic_write
 from stylegan3.runtime import DistEnv, init_distributed, resolve_device, resolve_impl
@@ -62,6 +62,7 @@ class InvertConfig:
     impl: str = "auto"  # generator ops: auto (triton on CUDA after a passed trial, else fast), fast, reference, triton
     losses: LossOptions = inline(LossOptions)  # loss.*, loss_resolution, arcface, alexnet
     tuning: TuningOptions = inline(TuningOptions)  # tune=none|pti, tune_steps, tune_lr, tune_locality, tune_alpha
+    LIMITS: ClassVar[dict] = {"out": NOT_EMPTY}
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -65,8 +65,6 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit("error: --input and --output are required")
     if not Path(cfg.input).is_dir():
         raise SystemExit(f"error: input folder {cfg.input} does not exist")
-    if cfg.prepare.image_format not in ("png", "jpg"):
-        raise SystemExit(f"error: image_format must be png or jpg, got {cfg.prepare.image_format!r}")
     try:
         get_framing(cfg.prepare.framing)
     except ValueError as err:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -75,6 +76,132 @@ class ConfigError(ValueError):
     """A config key that does not exist or a value of the wrong type."""
 
 
+# What one config value (a YAML file's or a key=value's) may hold, checked before it is looked at: a few KB of
+# YAML aliases can stand for 10^9 values, and nesting thousands deep overflows any recursive reader.
+MAX_VALUE_DEPTH = 32
+MAX_VALUE_ITEMS = 100_000  # values, each shared reference counted each time it appears
+
+
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """The values a number may take: from ``lo`` to ``hi`` (None: no bound); ``above``: ``lo`` itself is refused;
+    ``integer``: only ints (for settings that are not type-checked by a dataclass, such as a network's kwargs).
+
+    A config class lists its bounds in ``LIMITS: ClassVar[dict[str, Bounds | tuple[str, ...]]]`` (a tuple: the
+    allowed strings), beside its fields; they are checked whenever a YAML file or ``key=value`` sets the key."""
+
+    lo: float | None = None
+    hi: float | None = None
+    above: bool = False
+    integer: bool = False
+
+    def check(self, key: str, value: Any) -> None:
+        """ConfigError naming ``key`` unless ``value`` is a finite number within these bounds."""
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if self.integer and not (isinstance(value, int) and not isinstance(value, bool)):
+            raise ConfigError(f"{key}: expected an integer, got {_brief(value)}")
+        if not number or not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {_brief(value)}")
+        low = self.lo is not None and (value <= self.lo if self.above else value < self.lo)
+        if low or (self.hi is not None and value > self.hi):
+            raise ConfigError(f"{key}: {_brief(value)} is out of range ({self})")
+        return None
+
+    def __str__(self) -> str:
+        lo = None if self.lo is None else f"{'above' if self.above else 'at least'} {_number(self.lo)}"
+        hi = None if self.hi is None else f"at most {_number(self.hi)}"
+        return ", ".join(x for x in (lo, hi) if x) or "any number"
+
+
+NOT_EMPTY = "not empty"  # a LIMITS entry: the text may not be empty (an output folder: "" would be the cwd)
+
+
+def _number(x: float) -> str:
+    return f"{int(x):,}" if float(x).is_integer() and abs(x) >= 1000 else f"{x:g}"
+
+
+def check_limit(key: str, value: Any, limit: Bounds | tuple[str, ...] | str) -> None:
+    """ConfigError naming ``key`` unless ``value`` is within ``limit``: Bounds, a tuple of allowed strings, or
+    NOT_EMPTY."""
+    if isinstance(limit, Bounds):
+        limit.check(key, value)
+    elif limit == NOT_EMPTY:
+        if not str(value).strip():
+            raise ConfigError(f"{key}: may not be empty")
+    elif value not in limit:
+        raise ConfigError(f"{key}: {_brief(value)} is not one of {', '.join(limit)}")
+
+
+MAX_SETTING_DEPTH = 3  # a network's kwargs: mapping_kwargs is one level down
+
+
+def check_settings(settings: dict, limits: dict[str, Bounds | tuple[str, ...] | str], max_items: int = 64) -> None:
+    """A network's constructor arguments (read from a weights file) before anything is built: every number finite
+    and at most 32 bits, every list or dict at most ``max_items`` long, strings short, nothing nested deeper than
+    ``MAX_SETTING_DEPTH``, and each key of ``limits`` within its limit (``a.b``: key b of the mapping a; ``a[]``:
+    every item of the list a; a missing or None value is left to the constructor). ConfigError naming the key."""
+    if not isinstance(settings, dict):
+        raise ConfigError(f"expected a mapping of settings, got {type(settings).__name__}")
+    _check_plain(settings, "", 0, max_items)
+    for key, limit in limits.items():
+        head, _, sub = key.partition(".")
+        value = settings.get(head.removesuffix("[]"))
+        if sub:
+            if value is not None and not isinstance(value, dict):
+                raise ConfigError(f"{head}: expected a mapping, got {type(value).__name__}")
+            value = (value or {}).get(sub)
+        if value is None:
+            continue
+        if head.endswith("[]"):
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{head[:-2]}: expected a list, got {type(value).__name__}")
+            for i, item in enumerate(value):
+                check_limit(f"{head[:-2]}[{i}]", item, limit)
+        else:
+            check_limit(key, value, limit)
+
+
+def _check_plain(value: Any, key: str, depth: int, max_items: int) -> None:
+    if depth > MAX_SETTING_DEPTH:
+        raise ConfigError(f"{key}: nests deeper than {MAX_SETTING_DEPTH} levels")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: expected a finite number, got {value}")
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 32:
+        raise ConfigError(f"{key}: an integer of {value.bit_length()} bits is out of range")
+    if isinstance(value, str) and len(value) > 64:
+        raise ConfigError(f"{key}: a string of {len(value)} characters")
+    if isinstance(value, (list, tuple, dict)):
+        if len(value) > max_items:
+            raise ConfigError(f"{key or 'settings'}: {len(value)} entries (at most {max_items})")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for k, v in items:
+            _check_plain(v, f"{key}.{k}" if key else str(k), depth + 1, max_items)
+
+
+def _brief(value: Any) -> str:
+    from .io import brief
+
+    return brief(value)
+
+
+def check_value_size(value: Any, key: str) -> None:
+    """ConfigError naming ``key`` for a value nested deeper than ``MAX_VALUE_DEPTH`` or holding more than
+    ``MAX_VALUE_ITEMS`` values (shared references, such as YAML aliases, counted each time): refused unexpanded."""
+    budget = MAX_VALUE_ITEMS
+    todo = [(value, 0)]
+    while todo:
+        item, depth = todo.pop()
+        budget -= 1
+        if budget < 0:
+            raise ConfigError(f"{key}: holds more than {MAX_VALUE_ITEMS:,} values (YAML aliases expanded)")
+        if depth > MAX_VALUE_DEPTH:
+            raise ConfigError(f"{key}: nests deeper than {MAX_VALUE_DEPTH} levels")
+        if isinstance(item, dict):
+            todo += [(x, depth + 1) for pair in item.items() for x in pair]
+        elif isinstance(item, (list, tuple, set)):
+            todo += [(x, depth + 1) for x in item]
+
+
 def _check(value: Any, hint: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
@@ -83,33 +210,38 @@ def _check(value: Any, hint: Any, key: str) -> Any:
                 return _check(value, option, key)
             except ConfigError:
                 continue
-        raise ConfigError(f"{key}: {value!r} does not fit {hint}")
+        raise ConfigError(f"{key}: {_brief(value)} does not fit {hint}")
     if hint is type(None):
         if value is None:
             return None
-        raise ConfigError(f"{key}: expected null, got {value!r}")
+        raise ConfigError(f"{key}: expected null, got {_brief(value)}")
     if hint is Any:
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {_brief(value)}")
         (item,) = typing.get_args(hint)[:1] or (Any,)
         return [_check(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {_brief(value)}")
         return dict(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-8 (no dot) as a string
         try:
             return float(value)
+        except OverflowError:
+            raise ConfigError(f"{key}: {_brief(value)} is too large") from None
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-8 (no dot) as a string
+        try:
+            value = float(value)
         except ValueError:
             pass
+    if hint is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: expected a finite number, got {value}")
     if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)  # e.g. seeds=7
+        return _brief(value) if isinstance(value, int) and value.bit_length() > 200 else str(value)  # seeds=7
     if isinstance(hint, type) and not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+        raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {_brief(value)}")
     return value
 
 
@@ -135,7 +267,7 @@ def _apply(obj: Any, key: str, value: Any, prefix: str = "") -> None:
     head, _, rest = key.partition(".")
     fields = visible_fields(obj)
     if head not in fields:
-        raise ConfigError(f"unknown config key '{prefix}{head}'; valid keys: {', '.join(sorted(fields))}")
+        raise ConfigError(f"unknown config key '{(prefix + head)[:80]}'; valid keys: {', '.join(sorted(fields))}")
     path, _ = fields[head]
     for name in path:  # an inline group's key: set it on the group
         obj = getattr(obj, name)
@@ -152,7 +284,11 @@ def _apply(obj: Any, key: str, value: Any, prefix: str = "") -> None:
         return
     if rest:
         raise ConfigError(f"'{prefix}{head}' has no sub-keys")
-    setattr(obj, head, _check(value, hints[head], prefix + head))
+    value = _check(value, hints[head], prefix + head)
+    limit = getattr(type(obj), "LIMITS", {}).get(head)
+    if limit is not None and value is not None:
+        check_limit(prefix + head, value, limit)
+    setattr(obj, head, value)
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
@@ -160,17 +296,49 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     visible_fields(cls)  # two option groups lending one key: an error in the class, whatever is given
     cfg = cls()
     if path is not None:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            text = Path(path).read_bytes().decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not a UTF-8 text file (byte {err.start})") from None
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read it ({err.strerror or err})") from None
+        data = _parse_yaml(text, str(path)) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
+        check_value_size(data, str(path))
         for key, value in data.items():
-            _apply(cfg, str(key), value)
+            try:
+                _apply(cfg, str(key), value)
+            except ConfigError as err:
+                raise ConfigError(f"{path}: {err}") from None
     for item in overrides or []:
         key, sep, text = item.partition("=")
         if not sep:
-            raise ConfigError(f"override '{item}' is not of the form key=value")
-        _apply(cfg, key.strip(), yaml.safe_load(text) if text.strip() else "")
+            raise ConfigError(f"override '{_brief(item)[1:-1]}' is not of the form key=value")
+        value = _parse_yaml(text, key.strip()) if text.strip() else ""
+        check_value_size(value, key.strip())
+        try:
+            _apply(cfg, key.strip(), value)
+        except ConfigError as err:
+            if key.strip() not in str(err):  # a key such as "." or "a..b": name it as given
+                raise ConfigError(f"{_brief(key.strip())}: {err}") from None
+            raise
     return cfg
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load(text)``; a YAML error or nesting too deep for the parser as one ConfigError naming ``where``."""
+    try:
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{where}: YAML nests too deep") from None
+    except ValueError as err:  # a number of over 4300 digits
+        raise ConfigError(f"{where}: not a usable YAML value ({' '.join(str(err).split())[:120]})") from None
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err)
+        mark = getattr(err, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(f"{where}: not valid YAML: {' '.join(str(problem).split())}{at}") from None
 
 
 _BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0"}
@@ -225,8 +393,12 @@ def parse_cli(cls: type[T], argv: list[str] | None, description: str = "") -> T:
     import argparse
     import sys
 
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> typing.NoReturn:  # one line and status 1, as every refused value
+            exit_with_error(f"{message} (--help lists the keys)")
+
     lines = [f"  {k} = {v!r}" for k, v in to_dict(cls()).items()]
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         description=description,
         epilog="config keys (defaults):\n" + "\n".join(lines),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -236,8 +408,8 @@ def parse_cli(cls: type[T], argv: list[str] | None, description: str = "") -> T:
     args = parser.parse_args(_flags_to_overrides(sys.argv[1:] if argv is None else argv, cls))
     try:
         return load_config(cls, args.config, args.overrides)
-    except (ConfigError, OSError, yaml.YAMLError) as err:
-        parser.error(str(err))
+    except (ConfigError, OSError) as err:
+        exit_with_error(err)
 
 
 def config_yaml(cfg: Any) -> str:

@@ -6,7 +6,6 @@ import hashlib
 import importlib.metadata
 import json
 import os
-import pickle
 import secrets
 import shutil
 import urllib.error
@@ -91,7 +90,21 @@ class WeightsFileError(ValueError):
 
 
 def _describe(err: BaseException) -> str:
-    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    text = brief(str(err), 300)
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def brief(value: object, limit: int = 80) -> str:
+    """``repr(value)`` for a one-line message: at most ``limit`` characters, and an integer too long to print
+    (Python refuses over 4300 digits) as its size."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        text = value if isinstance(value, str) and limit > 80 else repr(value)
+    except (ValueError, RecursionError):
+        text = f"<a {type(value).__name__}>"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_not_empty(path: str | os.PathLike) -> Path:
@@ -127,8 +140,10 @@ def read_json_config(path: str | os.PathLike) -> dict:
     """A JSON object from ``path``; an unreadable or non-object file raises WeightsFileError."""
     path = check_not_empty(path)
     try:
-        config = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except RecursionError as err:
+        raise WeightsFileError(path, "not a readable JSON config (it nests too deep)") from err
+    except (OSError, ValueError) as err:  # ValueError: bad JSON, not UTF-8, an integer of over 4300 digits
         raise WeightsFileError(path, f"not a readable JSON config ({_describe(err)})") from err
     if not isinstance(config, dict):
         raise WeightsFileError(path, f"expected a JSON object, got {type(config).__name__}")
@@ -136,12 +151,15 @@ def read_json_config(path: str | os.PathLike) -> dict:
 
 
 def check_config_format(config: dict, path: str | os.PathLike, fmt: str, version: int, what: str) -> dict:
-    """``config`` (read from ``path``) if its ``format`` is ``fmt`` and its ``format_version`` at most ``version``;
-    WeightsFileError otherwise (``what``: the kind of config, for the message)."""
+    """``config`` (read from ``path``) if its ``format`` is ``fmt`` and its ``format_version`` an integer from 1 to
+    ``version``; WeightsFileError otherwise (``what``: the kind of config, for the message)."""
     if config.get("format") != fmt:
-        raise WeightsFileError(path, f"not {what} (format {config.get('format')!r})")
-    if config.get("format_version", 0) > version:
-        raise WeightsFileError(path, f"format version {config['format_version']} is newer than this code's")
+        raise WeightsFileError(path, f"not {what} (format {brief(config.get('format'))})")
+    found = config.get("format_version")
+    if not isinstance(found, int) or isinstance(found, bool) or found < 1:
+        raise WeightsFileError(path, f"format_version is {brief(found)}, expected an integer from 1 to {version}")
+    if found > version:
+        raise WeightsFileError(path, f"format version {found} is newer than this code's ({version})")
     return config
 
 
@@ -220,8 +238,11 @@ class AtomicFile:
                 break
             except FileExistsError:
                 continue
+        self.mode = self.tmp.stat().st_mode & 0o777  # the umask's, for writers that replace the file (safetensors)
 
     def commit(self) -> Path:
+        if self.tmp.stat().st_mode & 0o777 != self.mode:
+            os.chmod(self.tmp, self.mode)
         os.replace(self.tmp, self.path)
         return self.path
 
@@ -292,13 +313,34 @@ def network_fingerprint(net: nn.Module) -> str:
 
 
 def build(architecture: str, init_kwargs: dict) -> nn.Module:
-    """Construct a generator of ``architecture`` ("stylegan3" or "stylegan2") from its kwargs."""
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {architecture!r}; expected one of {sorted(ARCHITECTURES)}")
+    """Construct a generator of ``architecture`` ("stylegan3" or "stylegan2") from its kwargs.
+
+    The kwargs are checked against the class's limits (``check_init_kwargs``) before anything is built; a value
+    outside them, or one the constructor rejects, raises ValueError naming it."""
+    if not isinstance(architecture, str) or architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {brief(architecture)}; expected one of {sorted(ARCHITECTURES)}")
+    if not isinstance(init_kwargs, dict):
+        raise ValueError(f"init_kwargs is a {type(init_kwargs).__name__}, not a mapping")
+    cls = ARCHITECTURES[architecture]
+    check = getattr(cls, "check_init_kwargs", None)
+    if check is not None:
+        check(init_kwargs)
     try:
-        return ARCHITECTURES[architecture](**init_kwargs)
-    except TypeError as err:
-        raise ValueError(f"unsupported {architecture} settings {init_kwargs}: {err}") from err
+        return cls(**init_kwargs)
+    except (TypeError, ValueError, ArithmeticError, RuntimeError, AssertionError) as err:
+        raise ValueError(f"unsupported {architecture} settings ({_describe(err)})") from err
+
+
+MAX_PARAMETERS = 1 << 28  # a network built from a weights folder's config: 1 GiB of float32 at most
+
+
+def check_network_size(build: Callable[[], nn.Module]) -> None:
+    """Build the network on the meta device (no memory, no initialisation) and raise ValueError when it has more
+    than ``MAX_PARAMETERS`` parameters; for networks made of plain torch layers (the mapper, the encoder)."""
+    with torch.device("meta"):
+        count = sum(p.numel() for p in build().parameters())
+    if count > MAX_PARAMETERS:
+        raise ValueError(f"its settings make a network of {count:,} parameters (the limit is {MAX_PARAMETERS:,})")
 
 
 def load_state_strict(G: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -312,8 +354,14 @@ def load_state_strict(G: nn.Module, state: dict[str, torch.Tensor], source: str)
             source, f"weights do not match the network (missing {missing[:5]}, unexpected {extra[:5]})"
         )
     for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise WeightsFileError(source, f"{key} is a {type(value).__name__}, not a tensor")
         if tuple(value.shape) != tuple(own[key].shape):
             raise WeightsFileError(source, f"{key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}")
+        if value.is_complex() or value.is_floating_point() != own[key].is_floating_point():
+            raise WeightsFileError(source, f"{key} is {value.dtype}, expected {own[key].dtype}")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise WeightsFileError(source, f"{key} holds NaN or infinite values")
     G.load_state_dict(state, strict=True)
 
 
@@ -342,10 +390,14 @@ def load_network_pickle(path: str | os.PathLike, key: str = "G_ema") -> nn.Modul
         raise WeightsFileError(path, _pickle_problem(path, err)) from err
     record = data.get(key) if isinstance(data, dict) else None
     if not isinstance(record, legacy.PersistentRecord):
-        keys = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
+        keys = (
+            sorted(k if isinstance(k, str) else brief(k, 40) for k in list(data)[:20])
+            if isinstance(data, dict)
+            else type(data).__name__
+        )
         raise WeightsFileError(path, f"no network under '{key}' (found {keys}): not a StyleGAN network pickle")
     if record.class_name != "Generator":
-        raise WeightsFileError(path, f"'{key}' is a {record.class_name}, not a Generator")
+        raise WeightsFileError(path, f"'{key}' is a {brief(record.class_name, 60)}, not a Generator")
     try:
         kwargs = legacy.record_init_kwargs(record)
         kwargs.update(kwargs.pop("synthesis_kwargs", None) or {})  # stylegan2-ada-pytorch nests these
@@ -355,7 +407,7 @@ def load_network_pickle(path: str | os.PathLike, key: str = "G_ema") -> nn.Modul
         state = legacy.record_state_dict(record)
     except WeightsFileError:
         raise
-    except (ValueError, TypeError, KeyError, AttributeError, pickle.UnpicklingError) as err:
+    except Exception as err:  # hostile settings or structure: a value out of range, too deep, too large, shared
         raise WeightsFileError(path, f"'{key}' is not a generator this code can build ({_describe(err)})") from err
     load_state_strict(G, state, str(path))
     return G
@@ -393,12 +445,12 @@ def load_safetensors(path: str | os.PathLike) -> nn.Module:
     for p in (config_path, weights_path):
         if not p.is_file():
             raise WeightsNotFoundError(f"{p} not found: a generator folder holds {CONFIG_FILE} and {WEIGHTS_FILE}")
-    config = read_json_config(config_path)
-    if config.get("format") != FORMAT:
-        raise WeightsFileError(config_path, f"not a generator config (format {config.get('format')!r})")
+    config = check_config_format(
+        read_json_config(config_path), config_path, FORMAT, FORMAT_VERSION, "a generator config"
+    )
     try:
         G = build(config["architecture"], config["init_kwargs"])
-    except (KeyError, TypeError, ValueError) as err:
+    except Exception as err:  # a missing key, a value out of range (build checks the limits before building)
         raise WeightsFileError(config_path, f"not a generator this code can build ({_describe(err)})") from err
     load_state_strict(G, read_safetensors(weights_path), str(weights_path))
     return G

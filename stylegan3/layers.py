@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import numpy as np
 import torch
 from torch import nn
 
+from .config import Bounds, ConfigError, check_settings
 from .framing import FFHQ, Framing
 from .ops import bias_act, normalize_2nd_moment
 
@@ -116,11 +119,58 @@ class MappingNetwork(nn.Module):
         return f"z_dim={self.z_dim}, c_dim={self.c_dim}, w_dim={self.w_dim}, num_ws={self.num_ws}"
 
 
+def _integer(lo: int, hi: int) -> Bounds:
+    return Bounds(lo, hi, integer=True)
+
+
 class GeneratorMixin:
     """What the StyleGAN2 and StyleGAN3 generators share besides their synthesis networks."""
 
     framing: Framing = FFHQ  # NVIDIA's FFHQ networks draw faces in FFHQ's crop
     delta_reg_applies = True  # W+ rows are per-layer styles: the thesis's delta-regulariser keeps them near one w
+
+    # Limits of the constructor arguments, checked before anything is built (``check_init_kwargs``, called by
+    # ``stylegan3.io.build``): NVIDIA's released networks lie well inside them; a weights file or generator.json
+    # outside them is refused in one line instead of allocating, hanging or failing deep in a constructor.
+    # Subclasses add their synthesis network's in SYNTHESIS_LIMITS (dotted keys reach into mapping_kwargs).
+    INIT_LIMITS: ClassVar[dict[str, Bounds | tuple[str, ...]]] = {
+        "z_dim": _integer(1, 4096),
+        "c_dim": _integer(0, 16384),
+        "w_dim": _integer(1, 4096),
+        "img_resolution": _integer(4, 4096),
+        "img_channels": _integer(1, 4),
+        "mapping_kwargs.num_layers": _integer(1, 32),
+        "mapping_kwargs.embed_features": _integer(1, 4096),
+        "mapping_kwargs.layer_features": _integer(1, 4096),
+        "mapping_kwargs.activation": ("lrelu", "linear", "relu"),
+    }
+    SYNTHESIS_LIMITS: ClassVar[dict[str, Bounds | tuple[str, ...]]] = {}
+    MAX_PARAMETERS = 1 << 28  # an upper bound of the weights, estimated before building (1 GiB of float32)
+    MAX_SETTING_ITEMS = 64  # values in one list or dict of settings (resample_filter: 4)
+
+    @classmethod
+    def check_init_kwargs(cls, kwargs: dict[str, Any]) -> None:
+        """ConfigError (a ValueError) naming the first argument that is not a finite number where one is due, lies
+        outside the limits, or makes the network larger than ``MAX_PARAMETERS``; nothing is built."""
+        check_settings(kwargs, {**GeneratorMixin.INIT_LIMITS, **cls.SYNTHESIS_LIMITS}, cls.MAX_SETTING_ITEMS)
+        missing = [k for k in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels") if kwargs.get(k) is None]
+        if missing:
+            raise ConfigError(f"missing {', '.join(missing)}")
+        estimate = cls.parameter_bound(kwargs)
+        if estimate > cls.MAX_PARAMETERS:
+            raise ConfigError(
+                f"these settings make a network of up to {estimate:,} parameters (the limit is {cls.MAX_PARAMETERS:,})"
+            )
+
+    @classmethod
+    def parameter_bound(cls, kwargs: dict[str, Any]) -> int:
+        """An upper bound of the mapping network's parameter count (``check_init_kwargs``: values within limits);
+        subclasses add their synthesis network's."""
+        mapping = kwargs.get("mapping_kwargs") or {}
+        w_dim, z_dim, c_dim = (int(kwargs.get(k) or 0) for k in ("w_dim", "z_dim", "c_dim"))
+        embed = int(mapping.get("embed_features") or w_dim)
+        width = max(z_dim + embed, int(mapping.get("layer_features") or w_dim), w_dim)
+        return int(mapping.get("num_layers") or 8) * width * (width + 1) + c_dim * embed
 
     def _store_init_args(
         self,

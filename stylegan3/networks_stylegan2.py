@@ -12,7 +12,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from . import ops
+from .config import Bounds, ConfigError
 from .layers import FullyConnectedLayer, GeneratorMixin, MappingNetwork
+
+NOISE_MODES = ("random", "const", "none")  # per-pixel noise: fresh, the stored noise_const, or off
 
 
 def setup_filter(f: list[float]) -> torch.Tensor:
@@ -115,7 +118,7 @@ class SynthesisLayer(nn.Module):
 
         noise_mode: "random" (fresh noise), "const" (the stored noise_const) or "none".
         """
-        if noise_mode not in ("random", "const", "none"):
+        if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be random, const or none, not {noise_mode!r}")
         styles = self.affine(w)
         noise = None
@@ -314,6 +317,26 @@ class Generator(GeneratorMixin, nn.Module):
     """StyleGAN2 generator: ``mapping`` (z -> W+) and ``synthesis`` (W+ -> image)."""
 
     architecture = "stylegan2"
+    SYNTHESIS_LIMITS = {  # NVIDIA's config F: 512 channels, the resample filter [1, 3, 3, 1]
+        "channel_base": Bounds(1, 1 << 20, integer=True),
+        "channel_max": Bounds(1, 2048, integer=True),
+        "num_fp16_res": Bounds(0, 16, integer=True),
+        "conv_clamp": Bounds(0, 1e6, above=True),
+        "architecture": ("skip",),
+    }
+
+    @classmethod
+    def check_init_kwargs(cls, kwargs: dict) -> None:
+        super().check_init_kwargs(kwargs)
+        resolution = kwargs.get("img_resolution")
+        if resolution & (resolution - 1):
+            raise ConfigError(f"img_resolution: {resolution} is not a power of two")
+
+    @classmethod
+    def parameter_bound(cls, kwargs: dict) -> int:
+        blocks = max(int(kwargs["img_resolution"]).bit_length() - 2, 1)
+        channels, w_dim = int(kwargs.get("channel_max", 512)), int(kwargs.get("w_dim") or 0)
+        return super().parameter_bound(kwargs) + blocks * 3 * channels * (channels * 9 + w_dim + 2)
 
     def __init__(
         self,

@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from . import ops
+from .config import Bounds, ConfigError
 from .filters import design_lowpass_filter
 from .layers import FullyConnectedLayer, GeneratorMixin, MappingNetwork
 
@@ -357,6 +358,36 @@ class Generator(GeneratorMixin, nn.Module):
     """StyleGAN3 generator: ``mapping`` (z -> W+) and ``synthesis`` (W+ -> image)."""
 
     architecture = "stylegan3"
+    SYNTHESIS_LIMITS = {  # NVIDIA's: 14 layers, 2 critical, 512 (T) or 1024 (R) channels, kernel 3 (T) or 1 (R)
+        "channel_base": Bounds(1, 1 << 20, integer=True),
+        "channel_max": Bounds(1, 2048, integer=True),
+        "num_layers": Bounds(1, 64, integer=True),
+        "num_critical": Bounds(0, 63, integer=True),
+        "first_cutoff": Bounds(0, 1024, above=True),
+        "first_stopband": Bounds(0, 1024, above=True),
+        "last_stopband_rel": Bounds(1, 16),
+        "margin_size": Bounds(0, 256, integer=True),
+        "output_scale": Bounds(-1e6, 1e6),
+        "num_fp16_res": Bounds(0, 16, integer=True),
+        "conv_kernel": Bounds(1, 7, integer=True),
+        "filter_size": Bounds(1, 16, integer=True),
+        "lrelu_upsampling": Bounds(1, 8, integer=True),
+        "conv_clamp": Bounds(0, 1e6, above=True),
+        "magnitude_ema_beta": Bounds(0, 1),
+    }
+
+    @classmethod
+    def check_init_kwargs(cls, kwargs: dict) -> None:
+        super().check_init_kwargs(kwargs)
+        if kwargs.get("num_critical", 2) >= kwargs.get("num_layers", 14):
+            raise ConfigError("num_critical must be smaller than num_layers")
+
+    @classmethod
+    def parameter_bound(cls, kwargs: dict) -> int:
+        layers = int(kwargs.get("num_layers", 14)) + 1
+        channels, kernel = int(kwargs.get("channel_max", 512)), int(kwargs.get("conv_kernel", 3))
+        w_dim = int(kwargs.get("w_dim") or 0)
+        return super().parameter_bound(kwargs) + layers * channels * (channels * kernel * kernel + w_dim + 2)
 
     def __init__(
         self,

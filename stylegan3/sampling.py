@@ -6,16 +6,28 @@ import numpy as np
 import torch
 from torch import nn
 
+MAX_SEED = 2**32 - 1  # np.random.RandomState's seeds
+MAX_SEEDS = 100_000  # images one seed list may ask for
+
 
 def parse_seeds(text: str | int) -> list[int]:
-    """``"0-3,10"`` -> [0, 1, 2, 3, 10]; seeds are non-negative integers."""
-    seeds: list[int] = []
+    """``"0-3,10"`` -> [0, 1, 2, 3, 10]; seeds are integers from 0 to MAX_SEED, at most MAX_SEEDS of them, ranges
+    ascending. ValueError naming the problem otherwise (before anything is allocated)."""
+    ranges: list[tuple[int, int]] = []
     for part in str(text).split(","):
         lo, sep, hi = part.strip().partition("-")
-        if not lo.isdigit() or (sep and not hi.isdigit()):
-            raise ValueError(f"bad seed list {text!r}: use non-negative integers and ranges like 0-7,12")
-        seeds.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
-    return seeds
+        if not lo.isascii() or not lo.isdigit() or (sep and not (hi.isascii() and hi.isdigit())) or len(part) > 25:
+            raise ValueError(f"seeds: bad seed list {text[:40]!r}: use non-negative integers and ranges like 0-7,12")
+        first, last = int(lo), int(hi) if sep else int(lo)
+        if last < first:
+            raise ValueError(f"seeds: the range {part.strip()} runs backwards: write it {last}-{first}")
+        if last > MAX_SEED:
+            raise ValueError(f"seeds: {last} is too large: seeds run from 0 to {MAX_SEED}")
+        ranges.append((first, last))
+    count = sum(last - first + 1 for first, last in ranges)
+    if count > MAX_SEEDS:
+        raise ValueError(f"seeds: {text[:40]!r} asks for {count:,} images: at most {MAX_SEEDS:,} per run")
+    return [seed for first, last in ranges for seed in range(first, last + 1)]
 
 
 def z_from_seeds(seeds: list[int], z_dim: int) -> torch.Tensor:

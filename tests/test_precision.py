@@ -110,6 +110,7 @@ class _PoisonedLoss(torch.nn.Module):
     def __init__(self, loss: InversionLoss, bad_call: int) -> None:
         super().__init__()
         self.loss, self.bad_call, self.calls = loss, bad_call, 0
+        self.weights = loss.weights  # invert() checks the terms against the generator (check_loss_applies)
 
     def target_features(self, target: torch.Tensor) -> dict:
         return self.loss.target_features(target)

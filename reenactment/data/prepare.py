@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from reenactment.faces.align import Crop, crop_transform, face_crop, stabilize_c
 from reenactment.faces.landmarks import LandmarkDetector, NoFaceError, inter_ocular_distance
 from reenactment.faces.tracking import TrackingOptions
 from reenactment.media.video import VIDEO_SUFFIXES, VideoReader, VideoReadError
-from stylegan3.config import inline
+from stylegan3.config import Bounds, inline
 from stylegan3.images import IMAGE_SUFFIXES, ImageReadError, read_image, write_image
 from stylegan3.io import atomic_write
 
@@ -56,11 +57,20 @@ class PrepareOptions:
     jpeg_quality: int = 95
     backend: str = "dlib"  # landmark backend: dlib or mediapipe
     tracking: TrackingOptions = inline(TrackingOptions)  # smooth*, tilt, crop, crop_sigma_s
+    LIMITS: ClassVar[dict] = {
+        "fps": Bounds(0, 1000, above=True),
+        "size": Bounds(16, 4096),
+        "image_format": ("png", "jpg"),
+        "jpeg_quality": Bounds(1, 100),
+    }
 
 
 def identity_regex(pattern: str) -> re.Pattern:
-    """The compiled identity pattern of a preset name or a regular expression."""
-    regex = re.compile(IDENTITY_PRESETS.get(pattern, pattern))
+    """The compiled identity pattern of a preset name or a regular expression; ValueError naming a bad one."""
+    try:
+        regex = re.compile(IDENTITY_PRESETS.get(pattern, pattern))
+    except (re.error, RecursionError, OverflowError) as err:
+        raise ValueError(f"identity pattern {pattern[:60]!r} is not a regular expression ({err})") from None
     if "identity" not in regex.groupindex:
         raise ValueError(f"identity pattern {pattern!r} has no (?P<identity>...) group and is not a preset")
     return regex
@@ -240,8 +250,65 @@ def write_part(out_dir: Path, job: Job, records: list[dict]) -> None:
     atomic_write(part_path(out_dir, job), "".join(json.dumps(r) + "\n" for r in records))
 
 
+MAX_LANDMARKS = 1000  # points per frame in a manifest record (70 are written)
+
+
 def read_part(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The records of a ``manifest.jsonl`` (or of a job's part file), each checked (``check_record``); ValueError
+    naming the file and line for anything else."""
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"manifest {path}: not UTF-8 text (byte {err.start})") from None
+    records = []
+    for line_no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            check_record(record)
+        except RecursionError:
+            raise ValueError(f"manifest {path} line {line_no}: nests too deep") from None
+        except ValueError as err:  # not JSON, an integer of over 4300 digits, a record missing what is needed
+            raise ValueError(f"manifest {path} line {line_no}: {' '.join(str(err).split())[:300]}") from None
+        records.append(record)
+    return records
+
+
+def check_record(record: object) -> None:
+    """ValueError unless ``record`` is a manifest record as ``prepare_frames`` writes it: ``identity`` and ``video``
+    strings, ``frame`` a non-negative integer (or null when ``skipped``), and for a kept frame ``image`` (a
+    relative path), ``landmarks`` ([points, 2] finite numbers) and a finite ``source_score``."""
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    for key in ("identity", "video"):
+        if not isinstance(record.get(key), str) or not record[key]:
+            raise ValueError(f"'{key}' must be a non-empty string")
+    frame = record.get("frame")
+    skipped = "skipped" in record
+    if not (frame is None and skipped) and not (
+        isinstance(frame, int) and not isinstance(frame, bool) and 0 <= frame < 10**9
+    ):
+        raise ValueError("'frame' must be an integer from 0 to 10^9")
+    if skipped:
+        return
+    image = record.get("image")
+    if not isinstance(image, str) or not image or Path(image).is_absolute() or ".." in Path(image).parts:
+        raise ValueError("'image' must be a path inside the dataset folder")
+    points = record.get("landmarks")
+    if not isinstance(points, list) or not 0 < len(points) <= MAX_LANDMARKS:
+        raise ValueError(f"'landmarks' must be a list of 1 to {MAX_LANDMARKS} points")
+    for p in points:
+        if not (isinstance(p, list) and len(p) == 2 and all(_finite(v) for v in p)):
+            raise ValueError("'landmarks' must hold [x, y] pairs of finite numbers")
+    if not _finite(record.get("source_score")):
+        raise ValueError("'source_score' must be a finite number")
+    if "is_source" in record and not isinstance(record["is_source"], bool):
+        raise ValueError("'is_source' must be true or false")
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e30
 
 
 def build_manifest(out_dir: Path, jobs: Iterable[Job]) -> list[dict]:

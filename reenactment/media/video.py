@@ -516,7 +516,7 @@ def _open_input(path: Path) -> av.container.InputContainer:
     if path.stat().st_size == 0:
         raise VideoReadError(path, "file is empty (0 bytes)")
     try:
-        return av.open(str(path), mode="r")
+        return av.open(str(path), mode="r", metadata_errors="replace")  # a title that is not UTF-8: still a video
     except (av.FFmpegError, OSError) as error:
         reason = _ffmpeg_reason(error)
         raise VideoReadError(path, f"cannot open as a video ({reason}); not a video file, or truncated") from error

@@ -16,16 +16,20 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from reenactment.faces.landmark_image import default_dot_diameter, default_line_width
+from stylegan3.config import Bounds, check_settings
 from stylegan3.io import (
     WeightsFileError,
     WeightsNotFoundError,
+    brief,
     check_config_format,
+    check_network_size,
     load_state_strict,
     read_json_config,
     read_safetensors,
@@ -65,6 +69,17 @@ class MapperArchitecture:
 
 class MappingNetwork(nn.Module):
     """f: [N, 3, S, S] landmark-image difference in [-1, 1] -> [N, num_ws, w_dim] W+ displacement."""
+
+    # Limits of a saved mapper's init_kwargs, checked before it is built (load_mapper); the thesis's: 580 px, 8
+    # blocks of up to 512 channels, 768 hidden, 16 x 512 ws.
+    INIT_LIMITS: ClassVar[dict] = {
+        "image_size": Bounds(8, 4096, integer=True),
+        "num_ws": Bounds(1, 64, integer=True),
+        "w_dim": Bounds(1, 4096, integer=True),
+        "channels[]": Bounds(1, 4096, integer=True),
+        "hidden": Bounds(1, 16384, integer=True),
+        "negative_slope": Bounds(-10, 10),
+    }
 
     def __init__(
         self,
@@ -258,10 +273,13 @@ def load_mapper(directory: str | os.PathLike, device: str | torch.device = "cpu"
     directory = _mapper_dir(directory)
     config = read_mapper_config(directory)
     try:
+        check_settings(config["init_kwargs"], MappingNetwork.INIT_LIMITS, max_items=32)
+        check_network_size(lambda: MappingNetwork(**config["init_kwargs"]))
         model = MappingNetwork(**config["init_kwargs"])
         model.landmark_settings.update(config.get("landmarks", {}))
-    except (KeyError, TypeError, ValueError) as err:
-        raise WeightsFileError(directory / CONFIG_FILE, f"not a mapping network this code can build ({err!r})") from err
+    except Exception as err:  # a missing key, a value out of range or one the constructor rejects
+        problem = f"not a mapping network this code can build ({type(err).__name__}: {brief(str(err), 300)})"
+        raise WeightsFileError(directory / CONFIG_FILE, problem) from err
     weights = directory / WEIGHTS_FILE
     load_state_strict(model, read_safetensors(weights), str(weights))
     return model.to(device).eval()
