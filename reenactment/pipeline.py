@@ -95,11 +95,18 @@ class Source:
 
 
 def check_networks(G: nn.Module, mapper: nn.Module) -> None:
-    """Raise ``ValueError`` unless the mapper predicts the latents the generator takes ([num_ws, w_dim])."""
+    """Raise ``ValueError`` unless the mapper predicts the latents the generator takes ([num_ws, w_dim]) and, when
+    the mapper names the generator it was trained for (``made_for``: the shipped mappers do), it is this one."""
     if (mapper.num_ws, mapper.w_dim) != (G.num_ws, G.w_dim):
         raise ValueError(
             f"the mapper predicts [{mapper.num_ws}, {mapper.w_dim}] latents but the generator takes "
             f"[{G.num_ws}, {G.w_dim}]: they were not trained together"
+        )
+    made_for = mapper.made_for or {}
+    if made_for.get("fingerprint") and made_for["fingerprint"] != network_fingerprint(G):
+        raise ValueError(
+            f"the mapper was trained for {made_for.get('name', 'another generator')} (fingerprint "
+            f"{made_for['fingerprint'][:12]}), not for this generator (fingerprint {network_fingerprint(G)[:12]})"
         )
 
 

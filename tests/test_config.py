@@ -24,6 +24,7 @@ CLASSES = {
     "invert_dataset": "scripts.invert_dataset:InvertDatasetConfig",
     "prepare_dataset": "scripts.prepare_dataset:PrepareConfig",
     "reenact": "scripts.reenact:ReenactConfig",
+    "train_demo_networks": "scripts.train_demo_networks:TrainDemoNetworksConfig",
     "train_encoder": "inversion.encoder_training:TrainEncoderConfig",
     "train_mapper": "reenactment.model.training:TrainMapperConfig",
 }

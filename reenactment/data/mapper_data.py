@@ -39,6 +39,7 @@ from .prepare import read_manifest
 log = logging.getLogger(__name__)
 
 SPLITS = ("identity", "frame")
+SOURCES = ("identity", "video")  # one source frame per identity (the thesis), or one per video
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,10 @@ class LandmarkPairs(Dataset):
         image_size: int = 580,
         frame_size: int | None = None,
         allow_missing: bool = False,
+        source: str = "identity",
     ):
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
         if isinstance(manifest, (str, os.PathLike)):
             if not Path(manifest).is_file():
                 raise FileNotFoundError(f"manifest not found: {manifest} (the manifest.jsonl of prepare_dataset.py)")
@@ -139,6 +143,14 @@ class LandmarkPairs(Dataset):
             raise ValueError(f"{len(several)} identities have several frames marked is_source: {_examples(several)}")
         source_of = {p: s[0] for p, s in sources.items()}
         dropped_ids = sorted(p for p in identities if source_of[p] not in latents)
+        if source == "video":  # each video's own best source frame (lowest source_score) among its inverted frames
+            best: dict[str, tuple[float, str]] = {}
+            for r, i in zip(kept, ids):
+                key = r.get("video", r["identity"])
+                if i in latents and (key not in best or r["source_score"] < best[key][0]):
+                    best[key] = (r["source_score"], i)
+            video_source = {key: i for key, (_, i) in best.items()}
+            dropped_ids = []
         if missing:
             log.warning(
                 "%d of %d frames have no latent and are left out (%s)", len(missing), len(ids), _examples(missing)
@@ -152,10 +164,11 @@ class LandmarkPairs(Dataset):
 
         dropped = set(dropped_ids)
         self.pairs: list[Pair] = [
-            Pair(r["identity"], source_of[r["identity"]], i)
+            Pair(r["identity"], video_source[r.get("video", r["identity"])] if source == "video" else
+                 source_of[r["identity"]], i)
             for r, i in zip(kept, ids)
             if i in latents and r["identity"] not in dropped
-        ]
+        ]  # fmt: skip
         if not self.pairs:
             raise ValueError("no training pairs are left")
         # One contiguous array each (not a dict of small arrays): forked DataLoader workers share the pages.
@@ -207,15 +220,26 @@ class LandmarkPairs(Dataset):
         """The identities with pairs, sorted."""
         return sorted({p.identity for p in self.pairs})
 
-    def split_indices(self, by: str = "identity", val_fraction: float = 0.1, seed: int = 0) -> tuple[list, list]:
+    def split_indices(
+        self, by: str = "identity", val_fraction: float = 0.1, seed: int = 0, val_identities: list[str] | None = None
+    ) -> tuple[list, list]:
         """(train, val) pair indices, deterministic for a seed; see the module docstring for ``by``.
 
         ``identity``: ``round(val_fraction * identities)`` identities (at least one when ``val_fraction > 0``)
-        go to validation. ``frame``: ``round(val_fraction * pairs)`` pairs do. ``val_fraction = 0`` gives an
-        empty validation set.
+        go to validation, or exactly ``val_identities`` when given (an unknown one is a ValueError naming it).
+        ``frame``: ``round(val_fraction * pairs)`` pairs do. ``val_fraction = 0`` gives an empty validation set.
         """
         if by not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {by!r}")
+        if val_identities:
+            if by != "identity":
+                raise ValueError("val_identities needs split=identity")
+            unknown = sorted(set(val_identities) - set(self.identities))
+            if unknown:
+                raise ValueError(f"val_identities {unknown} are not in the data (identities: {self.identities})")
+            train = [k for k, p in enumerate(self.pairs) if p.identity not in val_identities]
+            val = [k for k, p in enumerate(self.pairs) if p.identity in val_identities]
+            return train, val
         if not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         gen = torch.Generator().manual_seed(seed)

@@ -114,6 +114,7 @@ class MappingNetwork(nn.Module):
         self.image_size, self.num_ws, self.w_dim = int(image_size), int(num_ws), int(w_dim)
         self.feature_side = side  # spatial side after the conv blocks (4 at 580)
         self.landmark_settings = landmark_settings(self.image_size)  # how its input images are drawn
+        self.made_for: dict | None = None  # the generator it was trained for ({name, fingerprint}), where recorded
 
         blocks = []
         in_channels = 3
@@ -277,6 +278,8 @@ def load_mapper(directory: str | os.PathLike, device: str | torch.device = "cpu"
         check_network_size(lambda: MappingNetwork(**config["init_kwargs"]))
         model = MappingNetwork(**config["init_kwargs"])
         model.landmark_settings.update(config.get("landmarks", {}))
+        made_for = (config.get("extra") or {}).get("generator")  # {name, fingerprint} where recorded
+        model.made_for = made_for if isinstance(made_for, dict) else None
     except Exception as err:  # a missing key, a value out of range or one the constructor rejects
         problem = f"not a mapping network this code can build ({type(err).__name__}: {brief(str(err), 300)})"
         raise WeightsFileError(directory / CONFIG_FILE, problem) from err

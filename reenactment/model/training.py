@@ -102,6 +102,8 @@ class TrainMapperConfig:
     frame_size: int | None = None  # aligned frame side of the landmarks (default: prepare_options.json, else 1024)
     split: str = "identity"  # identity (each person wholly in train or val) or frame (author's code; leaks)
     val_fraction: float = 0.1  # share of identities (or frames) held out for validation
+    val_identities: list[str] | None = None  # these identities (speakers) are the validation set instead
+    source: str = "identity"  # each pair's source frame: identity (one per person, the thesis) or video (per clip)
     allow_missing: bool = False  # train without frames that have no latent (else that is an error)
     seed: int = 0  # initial weights, split and shuffling
     num_workers: int = 8  # DataLoader processes per training process (landmark images are drawn on the fly)
@@ -201,9 +203,9 @@ class MapperTrainer:
             raise ValueError(f"batch_size {cfg.batch_size} gives {self.local_batch} per process; BatchNorm needs 2+")
 
         self.data = LandmarkPairs(
-            cfg.manifest, cfg.latents, cfg.architecture.image_size, cfg.frame_size, cfg.allow_missing
+            cfg.manifest, cfg.latents, cfg.architecture.image_size, cfg.frame_size, cfg.allow_missing, cfg.source
         )
-        train_idx, val_idx = self.data.split_indices(cfg.split, cfg.val_fraction, cfg.seed)
+        train_idx, val_idx = self.data.split_indices(cfg.split, cfg.val_fraction, cfg.seed, cfg.val_identities)
         if len(train_idx) < 2:
             raise ValueError(f"only {len(train_idx)} training pairs: BatchNorm needs at least 2")
         self.train_set = Subset(self.data, train_idx)
