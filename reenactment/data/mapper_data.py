@@ -147,8 +147,9 @@ class LandmarkPairs(Dataset):
             best: dict[str, tuple[float, str]] = {}
             for r, i in zip(kept, ids):
                 key = r.get("video", r["identity"])
-                if i in latents and (key not in best or r["source_score"] < best[key][0]):
-                    best[key] = (r["source_score"], i)
+                score = r.get("source_score", 0.0)  # none (latent_clips.py): the video's first inverted frame
+                if i in latents and (key not in best or score < best[key][0]):
+                    best[key] = (score, i)
             video_source = {key: i for key, (_, i) in best.items()}
             dropped_ids = []
         if missing:

@@ -278,7 +278,7 @@ def read_part(path: Path) -> list[dict]:
 def check_record(record: object) -> None:
     """ValueError unless ``record`` is a manifest record as ``prepare_frames`` writes it: ``identity`` and ``video``
     strings, ``frame`` a non-negative integer (or null when ``skipped``), and for a kept frame ``image`` (a
-    relative path), ``landmarks`` ([points, 2] finite numbers) and a finite ``source_score``."""
+    relative path), ``landmarks`` ([points, 2] finite numbers) and, where given, a finite ``source_score``."""
     if not isinstance(record, dict):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
     for key in ("identity", "video"):
@@ -301,7 +301,7 @@ def check_record(record: object) -> None:
     for p in points:
         if not (isinstance(p, list) and len(p) == 2 and all(_finite(v) for v in p)):
             raise ValueError("'landmarks' must hold [x, y] pairs of finite numbers")
-    if not _finite(record.get("source_score")):
+    if "source_score" in record and not _finite(record["source_score"]):  # optional: latent_clips.py writes none
         raise ValueError("'source_score' must be a finite number")
     if "is_source" in record and not isinstance(record["is_source"], bool):
         raise ValueError("'is_source' must be true or false")
