@@ -123,6 +123,29 @@ def _integer(lo: int, hi: int) -> Bounds:
     return Bounds(lo, hi, integer=True)
 
 
+def mapping_mean(G: nn.Module, n: int = 10000, seed: int = 123, batch_size: int = 1000) -> torch.Tensor:
+    """The mean W+ of ``G.mapping`` over ``n`` z from ``np.random.RandomState(seed)`` (drawn on the CPU), no
+    truncation: [num_ws, w_dim] float32 on the mapping's device, cached on ``G`` until the mapping's weights or
+    buffers change. Every generator's ``mean_w``."""
+    params = [*G.mapping.parameters(), *G.mapping.buffers()]  # buffers: a DCGAN's BatchNorm statistics
+    key = (n, seed, tuple((p.data_ptr(), p._version) for p in params))
+    cache = G.__dict__.setdefault("_mean_w_cache", {})
+    if key not in cache:
+        training = G.mapping.training
+        G.mapping.eval()  # BatchNorm (DCGAN) with its running statistics: train mode would also change them
+        device = G.mapping.w_avg.device
+        z = np.random.RandomState(seed).randn(n, G.z_dim).astype(np.float32)
+        total = torch.zeros([G.num_ws, G.w_dim], dtype=torch.float64, device=device)
+        with torch.no_grad():
+            for start in range(0, n, batch_size):
+                zb = torch.from_numpy(z[start : start + batch_size]).to(device)
+                total += G.mapping(zb, None).to(torch.float64).sum(dim=0)
+        G.mapping.train(training)
+        cache.clear()
+        cache[key] = (total / n).to(torch.float32)
+    return cache[key].clone()
+
+
 class GeneratorMixin:
     """What the StyleGAN2 and StyleGAN3 generators share besides their synthesis networks."""
 
@@ -212,24 +235,11 @@ class GeneratorMixin:
     def mean_w(self, n: int = 10000, seed: int = 123, batch_size: int = 1000) -> torch.Tensor:
         """Mean of ``mapping(z)`` over ``n`` z from ``np.random.RandomState(seed)``, no truncation.
 
-        Returns [num_ws, w_dim] float32 on the generator's device (all rows equal). The z are drawn
+        Returns [num_ws, w_dim] float32 on the generator's device (all rows equal for StyleGAN). The z are drawn
         on the CPU so that a seed means the same latent on every device. Cached per network until
         its mapping weights change.
         """
-        params = list(self.mapping.parameters())
-        key = (n, seed, tuple((p.data_ptr(), p._version) for p in params))
-        cache = self.__dict__.setdefault("_mean_w_cache", {})
-        if key not in cache:
-            device = self.mapping.w_avg.device
-            z = np.random.RandomState(seed).randn(n, self.z_dim).astype(np.float32)
-            total = torch.zeros([self.num_ws, self.w_dim], dtype=torch.float64, device=device)
-            with torch.no_grad():
-                for start in range(0, n, batch_size):
-                    zb = torch.from_numpy(z[start : start + batch_size]).to(device)
-                    total += self.mapping(zb, None).to(torch.float64).sum(dim=0)
-            cache.clear()
-            cache[key] = (total / n).to(torch.float32)
-        return cache[key].clone()
+        return mapping_mean(self, n, seed, batch_size)
 
     def set_impl(self, impl: str) -> None:
         """Select the ops of every layer: "fast" (default), "reference" or "triton".

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
 from .framing import DIGIFACE, Framing
-from .layers import IMPLS
+from .layers import IMPLS, mapping_mean
 
 NOISE_MODES = ("random", "const", "none")
 
@@ -166,23 +165,7 @@ class Generator(nn.Module):
         """Mean of ``mapping(z)`` over ``n`` z from ``np.random.RandomState(seed)`` (drawn on the CPU), no truncation:
         [16, w_dim] float32 on the generator's device (rows differ: they are positions). Cached per network until
         its mapping weights change."""
-        params = list(self.mapping.parameters()) + list(self.mapping.buffers())
-        key = (n, seed, tuple((p.data_ptr(), p._version) for p in params))
-        cache = self.__dict__.setdefault("_mean_w_cache", {})
-        if key not in cache:
-            training = self.mapping.training
-            self.mapping.eval()  # BatchNorm with its running statistics (train mode would also update them)
-            device = self.mapping.w_avg.device
-            z = np.random.RandomState(seed).randn(n, self.z_dim).astype(np.float32)
-            total = torch.zeros([self.num_ws, self.w_dim], dtype=torch.float64, device=device)
-            with torch.no_grad():
-                for start in range(0, n, batch_size):
-                    zb = torch.from_numpy(z[start : start + batch_size]).to(device)
-                    total += self.mapping(zb).to(torch.float64).sum(dim=0)
-            self.mapping.train(training)
-            cache.clear()
-            cache[key] = (total / n).to(torch.float32)
-        return cache[key].clone()
+        return mapping_mean(self, n, seed, batch_size)
 
     def set_impl(self, impl: str) -> None:
         """Accepts every ops implementation (``fast``, ``reference``, ``triton``): the network is plain
